@@ -1,0 +1,94 @@
+"""``python -m zoo`` end to end, in subprocesses, as a user runs it."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+FAST = ["trainer.epochs=2", "trainer.progress=false", "model.evaluation.iw_samples=20"]
+
+
+def zoo(*args, cwd):
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.run(
+        [sys.executable, "-m", "zoo", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+
+
+def test_a_short_run_prints_its_summary_and_writes_its_files(tmp_path):
+    result = zoo(*FAST, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "test/elbo" in result.stdout and "test/log_px" in result.stdout
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["epochs"] == 2
+    assert (tmp_path / "run" / "figures" / "reconstructions.png").is_file()
+    assert set(os.listdir(tmp_path)) == {"run"}  # nothing written to the working directory
+
+
+def test_resume_continues_a_finished_run(tmp_path):
+    run_dir = tmp_path / "run"
+    assert zoo(*FAST, f"hydra.run.dir={run_dir}", cwd=tmp_path).returncode == 0
+    result = zoo(
+        *FAST[1:], "trainer.epochs=2", f"hydra.run.dir={run_dir}", "resume=true", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert "resumed from" in result.stderr and "after epoch 2" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (
+            ["optim.optim_args.lr=-1"],
+            "optim.optim_args.lr = -1 is not valid: it must be a finite number > 0",
+        ),
+        (["trainer.batch_size=100000"], "exceeds the 1437 training rows"),
+        (["resume=true"], "no checkpoint at"),
+    ],
+)
+def test_bad_values_exit_non_zero_with_one_paragraph_and_no_traceback(tmp_path, args, expected):
+    result = zoo(*FAST, *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode != 0
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["model=vea"], "Could not find 'model/vea'"),
+        (["trainer.epoch=3"], "Key 'epoch' is not in struct"),
+    ],
+)
+def test_hydra_refuses_unknown_options_and_keys(tmp_path, args, expected):
+    result = zoo(*args, cwd=tmp_path)
+    assert result.returncode != 0
+    assert expected in result.stderr
+
+
+def test_help_lists_the_groups_and_their_options(tmp_path):
+    result = zoo("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for line in ["model: vae", "anneal: cyclical, linear, none, sigmoid", "experiment: vae_digits"]:
+        assert line in result.stdout
+
+
+def test_multirun_runs_each_seed(tmp_path):
+    result = zoo(
+        "-m",
+        *FAST,
+        "trainer.epochs=1",
+        "seed=0,1",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    summaries = sorted((tmp_path / "sweep").glob("*/summary.json"))
+    assert [json.loads(p.read_text())["seed"] for p in summaries] == [0, 1]

@@ -1,0 +1,122 @@
+"""The SVI trainer: resume equals uninterrupted, the NaN stop, checkpoint identity."""
+
+import json
+
+import pyro
+import pytest
+import torch
+
+from zoo.checkpoint import load_checkpoint
+from zoo.data import load_dataset
+from zoo.errors import CheckpointError, TrainingDiverged
+from zoo.models import VAE
+from zoo.schedules import make_schedule
+from zoo.train import Trainer, TrainSettings
+
+SETTINGS = TrainSettings(epochs=4, batch_size=256, progress=False, validate=True, eval_every=2)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def make_trainer(data, out_dir, settings=SETTINGS, identity=None, seed=0):
+    pyro.set_rng_seed(seed)
+    model = VAE(data.num_features, latent_dim=2, hidden_dims=[16])
+    return Trainer(
+        model,
+        data,
+        pyro.optim.Adam({"lr": 1e-2}),
+        settings,
+        schedule=make_schedule("linear", warmup_epochs=3),
+        evaluate=lambda: model.evaluate(data, iw_samples=0),
+        out_dir=out_dir,
+        identity=identity or {"model": "vae", "config": "test"},
+    )
+
+
+def test_resumed_run_ends_with_the_same_numbers_as_an_uninterrupted_one(digits, tmp_path):
+    straight = make_trainer(digits, tmp_path / "straight")
+    straight.fit()
+
+    first = make_trainer(
+        digits, tmp_path / "stopped", settings=TrainSettings(**{**vars(SETTINGS), "epochs": 2})
+    )
+    first.fit()
+    pyro.clear_param_store()  # as in a new process
+    second = make_trainer(digits, tmp_path / "stopped", seed=123)  # the seed must not matter
+    second.resume()
+    assert second.epoch == 2
+    second.fit()
+
+    assert second.history == [
+        {**h, "time/epoch_s": s["time/epoch_s"], "time/total_s": s["time/total_s"]}
+        for h, s in zip(straight.history, second.history)
+    ]
+    for (name, a), (_, b) in zip(
+        straight.model.state_dict().items(), second.model.state_dict().items()
+    ):
+        assert torch.equal(a, b), name
+    lines = (tmp_path / "stopped" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
+
+
+def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_checkpoint(digits, tmp_path):
+    trainer = make_trainer(
+        digits, tmp_path, settings=TrainSettings(**{**vars(SETTINGS), "epochs": 1})
+    )
+    trainer.fit()
+    checkpoint = (tmp_path / "checkpoint.pt").read_bytes()
+    with torch.no_grad():
+        trainer.model.decoder[0].weight.fill_(float("nan"))
+    trainer.settings = TrainSettings(**{**vars(SETTINGS), "epochs": 3, "validate": False})
+    with pytest.raises(TrainingDiverged, match=r"epoch 2, step 1 of 5.*checkpoint.pt is kept"):
+        trainer.fit()
+    assert (tmp_path / "checkpoint.pt").read_bytes() == checkpoint
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
+
+
+def test_resume_refuses_a_checkpoint_of_another_config(digits, tmp_path):
+    make_trainer(digits, tmp_path, settings=TrainSettings(**{**vars(SETTINGS), "epochs": 1})).fit()
+    other = make_trainer(digits, tmp_path, identity={"model": "vae", "config": "other"})
+    with pytest.raises(CheckpointError, match="belongs to another run"):
+        other.resume()
+
+
+def test_resume_refuses_a_corrupted_checkpoint_naming_the_file(digits, tmp_path):
+    make_trainer(digits, tmp_path, settings=TrainSettings(**{**vars(SETTINGS), "epochs": 1})).fit()
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=str(path)):
+        make_trainer(digits, tmp_path).resume()
+
+
+def test_resume_without_a_checkpoint_says_where_it_looked(digits, tmp_path):
+    with pytest.raises(CheckpointError, match=str(tmp_path / "checkpoint.pt")):
+        make_trainer(digits, tmp_path).resume()
+
+
+def test_two_models_in_one_process_keep_their_own_parameters(digits):
+    a = make_trainer(digits, None, settings=TrainSettings(**{**vars(SETTINGS), "epochs": 1}))
+    b = make_trainer(digits, None, settings=TrainSettings(**{**vars(SETTINGS), "epochs": 1}))
+    before = {k: v.clone() for k, v in b.model.state_dict().items()}
+    a.fit()
+    assert all(torch.equal(before[k], v) for k, v in b.model.state_dict().items())
+    b.fit()
+    names = set(pyro.get_param_store().keys())
+    assert len(names) == len(list(a.model.parameters())) + len(list(b.model.parameters()))
+    assert any(not torch.equal(before[k], v) for k, v in b.model.state_dict().items())
+
+
+def test_batch_larger_than_the_data_is_refused(digits):
+    with pytest.raises(ValueError, match="batch_size = 5000 exceeds the 1437"):
+        make_trainer(digits, None, settings=TrainSettings(batch_size=5000))
+
+
+@pytest.mark.parametrize("elbo", ["trace", "meanfield", "jit"])
+def test_every_elbo_trains(digits, elbo):
+    settings = TrainSettings(epochs=3, batch_size=128, elbo=elbo, progress=False, eval_every=3)
+    history = make_trainer(digits, None, settings=settings).fit()
+    assert history[-1]["train/loss"] < history[0]["train/loss"]
+    assert history[-1]["test/elbo"] > -45

@@ -1,0 +1,157 @@
+"""``run(cfg, out_dir)``: one experiment from a composed config to its summary.
+
+The Hydra entry point (:mod:`zoo.__main__`) only composes the config and calls
+:func:`run`; everything here can be called from Python or a test without Hydra.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import pyro
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from zoo.config import check_config, config_hash
+from zoo.data import load_dataset
+from zoo.errors import ConfigError
+from zoo.models import MODELS
+from zoo.schedules import make_schedule
+from zoo.train import Trainer, TrainSettings
+
+SUMMARY_NAME = "summary.json"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "device = 'cuda' but torch sees no CUDA GPU here; use device=cpu or device=auto."
+        )
+    return torch.device(name)
+
+
+def build_model(cfg: DictConfig, data):
+    """The model named by ``cfg.model.name`` with the other keys of ``cfg.model`` as settings."""
+    settings = OmegaConf.to_container(cfg.model, resolve=True)
+    name = settings.pop("name")
+    settings.pop("evaluation", None)
+    if name not in MODELS:
+        raise ConfigError(
+            f"model.name = {name!r} is not a zoo model; valid: {', '.join(sorted(MODELS))}."
+        )
+    try:
+        return MODELS[name](num_features=data.num_features, **settings)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"the model settings are not valid for model={name}: {e}.") from e
+
+
+def build_optim(cfg: DictConfig) -> pyro.optim.PyroOptim:
+    try:
+        return hydra.utils.instantiate(cfg.optim)
+    except Exception as e:  # hydra wraps the optimizer's own complaint
+        raise ConfigError(
+            f"optim could not be built from {OmegaConf.to_container(cfg.optim)}: {e}"
+        ) from e
+
+
+def versions() -> dict[str, str]:
+    import hydra as hydra_module
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "pyro": pyro.__version__,
+        "hydra": hydra_module.__version__,
+    }
+
+
+def _write_json(path: Path, value: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def run(cfg: DictConfig, out_dir: str | os.PathLike) -> dict:
+    """Trains and evaluates the configured model; writes the run's files into ``out_dir``.
+
+    :returns: the summary: final test metrics, figures, seed, versions, timings.
+    """
+    start = time.perf_counter()
+    check_config(cfg)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    pyro.set_rng_seed(cfg.seed)
+
+    data_settings = OmegaConf.to_container(cfg.data, resolve=True)
+    data = load_dataset(data_settings.pop("name"), **data_settings).to(device)
+    model = build_model(cfg, data).to(device)
+    evaluation = OmegaConf.to_container(cfg.model.get("evaluation", {}), resolve=True)
+    anneal = OmegaConf.to_container(cfg.anneal, resolve=True)
+    try:
+        settings = TrainSettings(**OmegaConf.to_container(cfg.trainer, resolve=True))
+        trainer = Trainer(
+            model,
+            data,
+            build_optim(cfg),
+            settings,
+            schedule=make_schedule(anneal.pop("name"), **anneal),
+            # periodic evaluations skip the costly importance-weighted estimate
+            evaluate=lambda: model.evaluate(data, **{**evaluation, "iw_samples": 0}),
+            out_dir=out_dir,
+            identity={"model": cfg.model.name, "config": config_hash(cfg)},
+        )
+    except (TypeError, ValueError) as e:
+        raise ConfigError(str(e)) from e
+    if cfg.resume:
+        trainer.resume()
+        print(
+            f"resumed from {trainer.checkpoint_path} after epoch {trainer.epoch}", file=sys.stderr
+        )
+    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+    history = trainer.fit()
+    with torch.random.fork_rng(devices=[]), torch.no_grad(), pyro.validation_enabled(False):
+        torch.manual_seed(settings.eval_seed)
+        metrics = model.evaluate(data, **evaluation)
+    figures = model.figures(data, history, out_dir / "figures")
+    summary = {
+        "model": cfg.model.name,
+        "data": cfg.data.name,
+        "seed": cfg.seed,
+        "config_hash": config_hash(cfg),
+        "epochs": trainer.epoch,
+        "metrics": metrics,
+        "train": {k: v for k, v in history[-1].items() if k.startswith("train/") or k == "beta"},
+        "time": {"train_s": history[-1]["time/total_s"], "run_s": time.perf_counter() - start},
+        "device": str(device),
+        "versions": versions(),
+        "figures": figures,
+        "out_dir": str(out_dir),
+    }
+    _write_json(out_dir / SUMMARY_NAME, summary)
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    """A few lines for the terminal: the test metrics and where the files are."""
+    lines = [
+        f"{summary['model']} on {summary['data']}, seed {summary['seed']}, {summary['epochs']} epochs"
+        f" in {summary['time']['train_s']:.1f} s ({summary['device']})"
+    ]
+    for key, value in summary["metrics"].items():
+        lines.append(
+            f"  {key:<24} {value:.3f}" if isinstance(value, float) else f"  {key:<24} {value}"
+        )
+    lines.append(f"  summary: {Path(summary['out_dir']) / SUMMARY_NAME}")
+    for name, path in summary["figures"].items():
+        lines.append(f"  figure {name}: {path}")
+    return "\n".join(lines)

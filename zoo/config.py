@@ -1,0 +1,119 @@
+"""Checks of a composed config, run before anything is built.
+
+Each rule names a key and says what would be valid, so a wrong value stops the run with a
+one-paragraph :class:`~zoo.errors.ConfigError` instead of a traceback from deep inside
+torch. Hydra itself refuses unknown config group options and keys that are not in the
+config; these rules cover the values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable
+from numbers import Real
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from zoo.errors import ConfigError
+
+Check = Callable[[Any], bool]
+
+
+def positive_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def non_negative_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def positive_number(v: Any) -> bool:
+    return isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def non_negative_number(v: Any) -> bool:
+    return isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+
+
+def unit_interval(v: Any) -> bool:
+    return non_negative_number(v) and v <= 1
+
+
+def one_of(*options: Any) -> Check:
+    return lambda v: v in options
+
+
+def boolean(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+# key -> (check, what would be valid). Keys missing from a config are skipped: a schedule
+# without a warm-up has no warmup_epochs.
+RULES: dict[str, tuple[Check, str]] = {
+    "seed": (non_negative_int, "an integer >= 0"),
+    "device": (one_of("auto", "cpu", "cuda"), "auto, cpu or cuda"),
+    "resume": (boolean, "true or false"),
+    "trainer.epochs": (positive_int, "an integer >= 1"),
+    "trainer.batch_size": (positive_int, "an integer >= 1, at most the number of training rows"),
+    "trainer.elbo": (
+        one_of("trace", "meanfield", "jit"),
+        "trace (Trace_ELBO), meanfield (TraceMeanField_ELBO) or jit (JitTrace_ELBO)",
+    ),
+    "trainer.num_particles": (positive_int, "an integer >= 1"),
+    "trainer.eval_every": (positive_int, "an integer >= 1 (epochs)"),
+    "trainer.eval_seed": (non_negative_int, "an integer >= 0"),
+    "trainer.validate": (boolean, "true or false"),
+    "trainer.progress": (boolean, "true or false"),
+    "optim.optim_args.lr": (positive_number, "a finite number > 0"),
+    "optim.optim_args.clip_norm": (positive_number, "a finite number > 0"),
+    "optim.optim_args.lrd": (lambda v: positive_number(v) and v <= 1, "a number in (0, 1]"),
+    "optim.optim_args.weight_decay": (non_negative_number, "a finite number >= 0"),
+    "optim.clip_args.clip_norm": (positive_number, "a finite number > 0"),
+    "anneal.name": (
+        one_of("none", "constant", "linear", "sigmoid", "cyclical", "blundell"),
+        "none, constant, linear, sigmoid, cyclical or blundell",
+    ),
+    "anneal.per": (one_of("step", "epoch"), "step or epoch"),
+    "anneal.value": (non_negative_number, "a finite number >= 0"),
+    "anneal.beta_min": (unit_interval, "a number in [0, 1]"),
+    "anneal.warmup_epochs": (non_negative_number, "a number of epochs >= 0"),
+    "anneal.steepness": (positive_number, "a finite number > 0"),
+    "anneal.total_epochs": (positive_number, "a number of epochs > 0"),
+    "anneal.cycles": (positive_int, "an integer >= 1"),
+    "anneal.ramp": (lambda v: positive_number(v) and v <= 1, "a number in (0, 1]"),
+}
+
+
+def _lookup(cfg: DictConfig, key: str) -> tuple[bool, Any]:
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, DictConfig) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raises :class:`ConfigError` for the first value that breaks a rule."""
+    for key, (check, valid) in RULES.items():
+        present, value = _lookup(cfg, key)
+        if present and not check(value):
+            raise ConfigError(f"{key} = {value!r} is not valid: it must be {valid}.")
+    root = cfg.get("data", {}).get("root")
+    if root is not None and not Path(str(root)).expanduser().is_dir():
+        raise ConfigError(
+            f"data.root = {root!r} is not valid: it must be an existing folder that holds the "
+            "data files, or null to look in the cache and system folders."
+        )
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """A short hash of the settings that change the numbers (not ``resume`` or progress bars)."""
+    values = OmegaConf.to_container(cfg, resolve=True)
+    values.pop("resume", None)
+    values.get("trainer", {}).pop("progress", None)
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]

@@ -1,0 +1,146 @@
+"""The `Dataset` record, the data error, and the registry of loaders by name.
+
+A loader is a plain function that returns a `Dataset` whose tensors are already in memory;
+`load_dataset` looks the loader up by name and checks the options before calling it, so a
+misspelt option in a config fails with the list of valid ones rather than a bare TypeError.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from zoo.errors import ZooError
+
+
+class DataError(ZooError):
+    """A data set could not be found, read or validated.
+
+    The message names the file, key or option at fault and says what would be valid.
+    """
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A data set held in memory as flat tensors, split into train and test parts.
+
+    :param name: registry name, e.g. ``"digits"``.
+    :param kind: ``"image"``, ``"tabular"`` or ``"regression"``.
+    :param train_x: float32 tensor of shape ``(N_train, D)``; images are flattened and scaled
+        to ``[0, 1]``.
+    :param train_y: int64 labels of shape ``(N_train,)``, or ``None`` for unlabelled data.
+    :param test_x: float32 tensor of shape ``(N_test, D)``.
+    :param test_y: int64 labels of shape ``(N_test,)``, or ``None``.
+    :param shape: shape of one item before flattening, e.g. ``(8, 8)``.
+    :param num_classes: number of label values, or ``None``.
+    :param source: where the data came from (a path or URL), for reports.
+
+    Example::
+
+        >>> ds = load_dataset("digits")
+        >>> ds.train_x.shape, ds.num_features
+        (torch.Size([1437, 64]), 64)
+    """
+
+    name: str
+    kind: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor | None
+    test_x: torch.Tensor
+    test_y: torch.Tensor | None
+    shape: tuple[int, ...]
+    num_classes: int | None
+    source: str
+
+    @property
+    def num_features(self) -> int:
+        """Number of features ``D`` of one flattened item."""
+        return self.train_x.shape[1]
+
+    def to(self, device: torch.device | str) -> Dataset:
+        """Return a copy with every tensor moved to ``device``."""
+
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device)
+
+        return dataclasses.replace(
+            self,
+            train_x=move(self.train_x),
+            train_y=move(self.train_y),
+            test_x=move(self.test_x),
+            test_y=move(self.test_y),
+        )
+
+
+DATASETS: dict[str, Callable[..., Dataset]] = {}
+
+
+def register_dataset(name: str) -> Callable[[Callable[..., Dataset]], Callable[..., Dataset]]:
+    """Decorator that adds a loader to :data:`DATASETS` under ``name``.
+
+    The loader takes keyword options (``root`` among them if it reads files) and returns a
+    :class:`Dataset`.
+
+    Example::
+
+        >>> @register_dataset("ones")
+        ... def load_ones(*, root=None, n=4):
+        ...     x = torch.ones(n, 2)
+        ...     return Dataset("ones", "tabular", x, None, x, None, (2,), None, "generated")
+    """
+
+    def decorator(loader: Callable[..., Dataset]) -> Callable[..., Dataset]:
+        previous = DATASETS.get(name)
+        # Re-importing a module (e.g. importlib.reload) registers the same function again.
+        if previous is not None and previous.__qualname__ != loader.__qualname__:
+            raise ValueError(
+                f"data set name {name!r} is already registered to "
+                f"{previous.__module__}.{previous.__qualname__}"
+            )
+        DATASETS[name] = loader
+        return loader
+
+    return decorator
+
+
+def load_dataset(
+    name: str, *, root: str | os.PathLike[str] | None = None, **options: object
+) -> Dataset:
+    """Load the data set registered under ``name``.
+
+    :param name: a key of :data:`DATASETS` (``"digits"``, ``"mnist"``, ``"fashion_mnist"``,
+        ...); hyphens are read as underscores.
+    :param root: folder to read the files from; by default each loader searches its usual
+        places (see the loader's docstring).
+    :param options: further keyword options of the loader, e.g. ``download=False``.
+    :raises DataError: for an unknown name or option, or when the data cannot be loaded.
+
+    Example::
+
+        >>> ds = load_dataset("digits")
+        >>> ds.test_x.shape
+        torch.Size([360, 64])
+    """
+    key = str(name).replace("-", "_")
+    if key not in DATASETS:
+        raise DataError(
+            f"Unknown data set {name!r}. Valid names are: {', '.join(sorted(DATASETS))}."
+        )
+    loader = DATASETS[key]
+    if root is not None:
+        options["root"] = root
+    parameters = inspect.signature(loader).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    unknown = [k for k in options if k not in parameters]
+    if unknown and not takes_any:
+        valid = [k for k, p in parameters.items() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        raise DataError(
+            f"Data set {key!r} does not take option(s) {', '.join(map(repr, unknown))}. "
+            f"Valid options are: {', '.join(valid) or '(none)'}."
+        )
+    return loader(**options)

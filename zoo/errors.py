@@ -1,0 +1,22 @@
+"""Errors a user can act on. ``python -m zoo`` prints their message as one paragraph and
+exits non-zero, without a traceback (set ``HYDRA_FULL_ERROR=1`` to see one)."""
+
+
+class ZooError(Exception):
+    """Base class of the zoo's errors; the message says what is wrong and what would be valid."""
+
+    exit_code = 1
+
+
+class ConfigError(ZooError):
+    """A config value is invalid: the message names the key and the valid values."""
+
+    exit_code = 2
+
+
+class CheckpointError(ZooError):
+    """A checkpoint cannot be written, read, or does not belong to this run."""
+
+
+class TrainingDiverged(ZooError):
+    """The loss became NaN or infinite."""

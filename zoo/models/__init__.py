@@ -1,0 +1,9 @@
+"""The zoo's models, one file each with its guide beside it, and the registry that builds
+them from config."""
+
+from zoo.models.base import ZooModel, data_plate
+from zoo.models.vae import VAE
+
+MODELS: dict[str, type[ZooModel]] = {"vae": VAE}
+
+__all__ = ["MODELS", "VAE", "ZooModel", "data_plate"]

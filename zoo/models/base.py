@@ -1,0 +1,60 @@
+"""What the trainer needs from a model: a Pyro model and its guide with one signature.
+
+Every zoo model is a :class:`ZooModel`: a ``PyroModule`` whose ``model(x, y=None, size=None)``
+and ``guide(x, y=None, size=None)`` take a minibatch ``x`` (and labels ``y`` where the
+model uses them) drawn from a data set of ``size`` rows, so that the data plate scales the
+minibatch's log density by ``size / len(x)`` and every step estimates the full-data ELBO.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch
+from pyro.nn import PyroModule
+
+from zoo.guides.naming import unique_name
+
+
+def data_plate(x: torch.Tensor, size: int | None = None, name: str = "data") -> pyro.plate:
+    """A plate over the rows of ``x``, a minibatch of a data set of ``size`` rows.
+
+    The minibatch is chosen by the trainer, so the plate gets an explicit ``subsample``
+    instead of ``subsample_size``: the latter would draw a permutation of all ``size``
+    indices on every step (O(N) per step). Only the subsample's length matters here.
+    """
+    batch = x.shape[0]
+    if size is None or size == batch:
+        return pyro.plate(name, batch)
+    return pyro.plate(name, size, subsample=torch.arange(batch, device=x.device))
+
+
+class ZooModel(PyroModule):
+    """Base class of the zoo's models: a model, its guide, and what a run reports.
+
+    Subclasses decorate ``model`` and ``guide`` with ``pyro.nn.pyro_method`` and override
+    what they need of ``prepare_epoch``, ``evaluate`` and ``figures``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(name=unique_name(type(self).__name__))
+
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, size: int | None = None):
+        raise NotImplementedError
+
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, size: int | None = None):
+        raise NotImplementedError
+
+    def prepare_epoch(self, x: torch.Tensor) -> torch.Tensor:
+        """The training inputs for one epoch (e.g. a fresh binarization); identity by default."""
+        return x
+
+    def evaluate(self, data: Any, **settings: Any) -> dict[str, float]:
+        """Test metrics of the fitted model, keyed ``test/<name>``."""
+        return {}
+
+    def figures(self, data: Any, history: list[dict], out_dir: Path) -> dict[str, str]:
+        """Writes the model's figures under ``out_dir``; returns ``{name: path}``."""
+        return {}

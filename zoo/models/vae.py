@@ -1,0 +1,193 @@
+"""Variational autoencoder (Kingma & Welling 2014) with its amortized guide.
+
+Model:  z_i ~ Normal(0, I),  x_i ~ Bernoulli(logits = decoder(z_i)),  inside a data plate.
+Guide:  q(z_i | x_i) = Normal(loc(x_i), scale(x_i)) from an encoder network
+        (:class:`zoo.guides.AmortizedNormal`), scale through exp or softplus.
+
+Pixels are binarized dynamically: each epoch draws x ~ Bernoulli(intensity) afresh for the
+training set, while the test set is binarized once from a fixed seed so that test numbers
+are comparable across runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import pyro_method
+from torch import nn
+
+from zoo import plots
+from zoo.guides import AmortizedNormal
+from zoo.metrics import elbo_parts, importance_log_likelihood
+from zoo.models.base import ZooModel, data_plate
+
+ACTIVATIONS = {"softplus": nn.Softplus, "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU}
+TEST_BINARIZATION_SEED = 20140101  # fixed once for all runs: test numbers stay comparable
+
+
+def mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
+    """Linear layers of the given sizes with ``activation`` between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        if i > 0:
+            layers.append(ACTIVATIONS[activation]())
+        layers.append(nn.Linear(n_in, n_out))
+    return nn.Sequential(*layers)
+
+
+class Encoder(nn.Module):
+    """x (B, D) -> (loc, raw_scale), each (B, latent_dim)."""
+
+    def __init__(
+        self, num_features: int, hidden_dims: Sequence[int], latent_dim: int, activation: str
+    ):
+        super().__init__()
+        self.net = mlp([num_features, *hidden_dims, 2 * latent_dim], activation)
+        if hidden_dims:  # the last hidden layer feeds loc and raw_scale through an activation
+            self.net.insert(len(self.net) - 1, ACTIVATIONS[activation]())
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, raw_scale = self.net(x).chunk(2, dim=-1)
+        return loc, raw_scale
+
+
+def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Samples each pixel from Bernoulli(intensity)."""
+    return torch.bernoulli(x, generator=generator)
+
+
+class VAE(ZooModel):
+    """A VAE on flattened images with pixel intensities in [0, 1].
+
+    :param int num_features: pixels per image (D).
+    :param int latent_dim: size of z.
+    :param hidden_dims: hidden layer sizes of the decoder; the encoder mirrors them.
+    :param str activation: ``softplus``, ``relu``, ``tanh`` or ``elu``.
+    :param str scale: how the encoder's raw output becomes the guide's scale: ``exp`` or
+        ``softplus``.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        latent_dim: int = 50,
+        hidden_dims: Sequence[int] = (400,),
+        activation: str = "softplus",
+        scale: str = "exp",
+    ) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        self.latent_dim = latent_dim
+        decoder_sizes = [latent_dim, *hidden_dims[::-1], num_features]
+        self.decoder = mlp(decoder_sizes, activation)
+        self.encoder = AmortizedNormal(
+            self.model,
+            Encoder(num_features, list(hidden_dims), latent_dim, activation),
+            site="z",
+            scale=scale,
+            create_plates=lambda x, y=None, size=None: data_plate(x, size),
+        )
+
+    @pyro_method
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, size: int | None = None):
+        decoder = self.decoder  # looked up once: registers its parameters with Pyro
+        with data_plate(x, size):
+            prior_loc = x.new_zeros(x.shape[0], self.latent_dim)
+            z = pyro.sample("z", dist.Normal(prior_loc, 1.0).to_event(1))  # (B, L)
+            logits = decoder(z)  # (B, D)
+            pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
+
+    @pyro_method
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, size: int | None = None):
+        return self.encoder(x, y, size)
+
+    def prepare_epoch(self, x: torch.Tensor) -> torch.Tensor:
+        return binarize(x)
+
+    @staticmethod
+    def test_inputs(x: torch.Tensor) -> torch.Tensor:
+        """The fixed binarization of a test set."""
+        generator = torch.Generator(device=x.device).manual_seed(TEST_BINARIZATION_SEED)
+        return binarize(x, generator)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixel probabilities decoded from the posterior mean of z."""
+        return torch.sigmoid(self.decoder(self.encoder.median(x)["z"]))
+
+    @torch.no_grad()
+    def sample_prior(self, n: int) -> torch.Tensor:
+        """Pixel probabilities of n images decoded from z ~ p(z)."""
+        device = next(self.decoder.parameters()).device
+        return torch.sigmoid(self.decoder(torch.randn(n, self.latent_dim, device=device)))
+
+    @torch.no_grad()
+    def evaluate(
+        self, data, *, iw_samples: int = 5000, batch_size: int = 500, active_threshold: float = 0.01
+    ) -> dict[str, float]:
+        """Test ELBO per image in nats with its parts, the importance-weighted log p(x) with
+        ``iw_samples`` samples (K), and the number of active latent units (Burda et al. 2016:
+        Cov_x(E_q[z_u | x]) > ``active_threshold``)."""
+        x = self.test_inputs(data.test_x)
+        n = len(x)
+        reconstruction = kl = log_px = 0.0
+        posterior_means = []
+        for batch in x.split(batch_size):
+            r, k = elbo_parts(self.model, self.guide, batch)
+            reconstruction, kl = reconstruction + r, kl + k
+            if iw_samples > 0:
+                log_px += (
+                    importance_log_likelihood(
+                        self.model,
+                        self.guide,
+                        batch,
+                        num_samples=iw_samples,
+                        chunk_size=max(1, 250_000 // len(batch)),
+                    )
+                    .sum()
+                    .item()
+                )
+            posterior_means.append(self.encoder.median(batch)["z"])
+        active = (torch.cat(posterior_means).var(dim=0) > active_threshold).sum().item()
+        metrics = {
+            "test/elbo": (reconstruction - kl) / n,
+            "test/reconstruction": reconstruction / n,
+            "test/kl": kl / n,
+            "test/active_units": int(active),
+        }
+        if iw_samples > 0:
+            metrics["test/log_px"] = log_px / n
+            metrics["test/iw_samples"] = iw_samples
+        return metrics
+
+    @torch.no_grad()
+    def figures(self, data, history: list[dict], out_dir: Path) -> dict[str, str]:
+        out_dir = Path(out_dir)
+        x = self.test_inputs(data.test_x[:32])
+        written = {
+            "reconstructions": plots.image_pairs(
+                x,
+                self.reconstruct(x),
+                data.shape,
+                out_dir / "reconstructions.png",
+                title="test images (left) and their reconstructions (right)",
+            ),
+            "prior_samples": plots.image_grid(
+                self.sample_prior(64),
+                data.shape,
+                out_dir / "prior_samples.png",
+                title="samples from the prior",
+            ),
+            "elbo_curve": plots.elbo_curve(history, out_dir / "elbo_curve.png"),
+        }
+        if self.latent_dim == 2 and data.test_y is not None:
+            z = self.encoder.median(self.test_inputs(data.test_x))["z"]
+            written["latent_scatter"] = plots.latent_scatter(
+                z, data.test_y, out_dir / "latent_scatter.png"
+            )
+        return {name: str(path) for name, path in written.items()}

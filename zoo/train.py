@@ -1,0 +1,281 @@
+"""The SVI trainer shared by all models.
+
+One :class:`Trainer` fits a :class:`~zoo.models.base.ZooModel` to a data set with
+``pyro.infer.SVI``: minibatches are drawn by index from tensors that stay on the run's
+device, beta comes from a schedule and is applied by the KL-annealing handler, every epoch
+appends a line to ``metrics.jsonl`` and writes a checkpoint atomically, and a run resumed
+from its checkpoint ends with the same numbers as one never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.infer import SVI, JitTrace_ELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.optim import PyroOptim
+from tqdm.auto import tqdm
+
+from zoo.checkpoint import load_checkpoint, save_checkpoint
+from zoo.errors import CheckpointError, TrainingDiverged
+from zoo.handlers import KLAnnealingMessenger
+from zoo.schedules import Schedule
+
+ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO, "jit": JitTrace_ELBO}
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.jsonl"
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How to train; the values of the ``trainer`` config group."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    elbo: str = "trace"  # trace | meanfield | jit
+    num_particles: int = 1
+    eval_every: int = 1  # epochs between test evaluations (the last epoch is always evaluated)
+    eval_seed: int = 0  # evaluations draw from their own RNG stream, seeded here
+    validate: bool = False  # Pyro's argument and support checks: on in tests, costly in training
+    progress: bool = True
+
+
+def make_elbo(name: str, num_particles: int = 1) -> pyro.infer.ELBO:
+    if name not in ELBOS:
+        raise ValueError(f"trainer.elbo must be one of {sorted(ELBOS)}, got {name!r}")
+    # vectorizing particles needs models written for it; a loop over particles works for all
+    return ELBOS[name](num_particles=num_particles, vectorize_particles=False)
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _epoch_line(record: dict, epochs: int) -> str:
+    parts = [
+        f"epoch {record['epoch']}/{epochs}",
+        f"train/loss {record['train/loss']:.3f}",
+        f"beta {record['beta']:.3g}",
+    ]
+    parts += [
+        f"{k} {v:.3f}" for k, v in record.items() if k.startswith("test/") and isinstance(v, float)
+    ]
+    return "  ".join(parts + [f"({record['time/epoch_s']:.2f} s)"])
+
+
+class Trainer:
+    """Fits ``model`` to ``data`` by SVI.
+
+    :param model: a :class:`~zoo.models.base.ZooModel`.
+    :param data: a :class:`~zoo.data.Dataset` already on the run's device.
+    :param optim: a ``pyro.optim`` optimizer.
+    :param settings: :class:`TrainSettings`.
+    :param schedule: ``beta(epoch, step, steps_per_epoch)``; no annealing by default.
+    :param evaluate: called after an epoch to evaluate on the test set; returns metrics.
+    :param out_dir: where ``metrics.jsonl`` and the checkpoint go; nothing is written if None.
+    :param identity: values a checkpoint must match to be resumed (model name, config hash).
+    """
+
+    def __init__(
+        self,
+        model,
+        data,
+        optim: PyroOptim,
+        settings: TrainSettings = TrainSettings(),
+        *,
+        schedule: Schedule | None = None,
+        evaluate: Callable[[], dict] | None = None,
+        out_dir: str | os.PathLike | None = None,
+        identity: dict | None = None,
+    ) -> None:
+        self.model = model
+        self.data = data
+        self.optim = optim
+        self.settings = settings
+        self.schedule = schedule or (lambda epoch, step, steps: 1.0)
+        self.evaluate = evaluate
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.identity = identity or {}
+        self.annealer = KLAnnealingMessenger(1.0)
+        self.svi = SVI(
+            model.model, model.guide, optim, make_elbo(settings.elbo, settings.num_particles)
+        )
+        self.epoch = 0  # epochs completed
+        self.history: list[dict] = []
+        n = len(data.train_x)
+        if settings.batch_size > n:
+            raise ValueError(
+                f"trainer.batch_size = {settings.batch_size} exceeds the {n} training rows"
+            )
+        # full batches only: a ragged last batch would change shapes (and JIT traces) per epoch
+        self.steps_per_epoch = n // settings.batch_size
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.out_dir / CHECKPOINT_NAME if self.out_dir else None
+
+    def fit(self) -> list[dict]:
+        """Trains until ``settings.epochs`` epochs are complete; returns the per-epoch history."""
+        with pyro.validation_enabled(self.settings.validate):
+            while self.epoch < self.settings.epochs:
+                record = self._train_epoch()
+                if self.evaluate and (
+                    (self.epoch + 1) % self.settings.eval_every == 0
+                    or self.epoch + 1 == self.settings.epochs
+                ):
+                    record.update(self._evaluate())
+                self.epoch += 1
+                self.history.append(record)
+                self._save()
+                log.info(_epoch_line(record, self.settings.epochs))
+        return self.history
+
+    def _train_epoch(self) -> dict:
+        settings, data = self.settings, self.data
+        n, b, steps = len(data.train_x), settings.batch_size, self.steps_per_epoch
+        start = time.perf_counter()
+        x = self.model.prepare_epoch(data.train_x)
+        batches = torch.randperm(n, device=x.device)[: steps * b].view(steps, b)
+        total = 0.0
+        bar = tqdm(
+            batches,
+            desc=f"epoch {self.epoch + 1}/{settings.epochs}",
+            disable=None if settings.progress else True,  # None: only on a terminal
+            leave=False,
+            dynamic_ncols=True,
+        )
+        for step, index in enumerate(bar):
+            self.annealer.beta = self.schedule(self.epoch, step, steps)
+            args = (x[index],) if data.train_y is None else (x[index], data.train_y[index])
+            with self.annealer:
+                loss = self.svi.step(*args, size=n)
+            if not math.isfinite(loss):
+                kept = (
+                    f"; the last good checkpoint {self.checkpoint_path} is kept"
+                    if self.history
+                    else ""
+                )
+                raise TrainingDiverged(
+                    f"the loss became {loss} at epoch {self.epoch + 1}, step {step + 1} of {steps}{kept}. "
+                    "Try a smaller optim lr, gradient clipping (optim=clipped_adam) or a longer warm-up."
+                )
+            total += loss
+            if step % 10 == 0:
+                bar.set_postfix_str(
+                    f"loss/point {total / (step + 1) / n:.3f} beta {self.annealer.beta:.3g}"
+                )
+        elapsed = time.perf_counter() - start
+        previous_total = self.history[-1]["time/total_s"] if self.history else 0.0
+        return {
+            "epoch": self.epoch + 1,
+            "train/loss": total / steps / n,  # the annealed objective, per data point
+            "beta": self.annealer.beta,
+            "time/epoch_s": elapsed,
+            "time/total_s": previous_total + elapsed,
+        }
+
+    def _evaluate(self) -> dict:
+        # a separate, seeded RNG stream: evaluation neither perturbs training nor varies by epoch
+        with torch.random.fork_rng(devices=self._cuda_devices()), torch.no_grad():
+            torch.manual_seed(self.settings.eval_seed)
+            return self.evaluate()
+
+    def _cuda_devices(self) -> list[int]:
+        return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+
+    # ---- checkpoints -------------------------------------------------------------------
+
+    def state(self) -> dict:
+        """Everything needed to continue exactly where training stands."""
+        named = dict(self.model.named_parameters())
+        optim_state = {
+            name: self.optim.optim_objs[p].state_dict()
+            for name, p in named.items()
+            if p in self.optim.optim_objs
+        }
+        return {
+            "identity": self.identity,
+            "epoch": self.epoch,
+            "history": self.history,
+            "module": self.model.state_dict(),
+            "optim": optim_state,
+            "rng": _rng_state(),
+            "settings": asdict(self.settings),
+        }
+
+    def _save(self) -> None:
+        if self.out_dir is None:
+            return
+        save_checkpoint(self.state(), self.checkpoint_path)
+        with open(self.out_dir / METRICS_NAME, "a") as f:
+            f.write(json.dumps(self.history[-1]) + "\n")
+
+    def resume(self) -> None:
+        """Loads the run's checkpoint, refusing one from another model or config."""
+        if self.checkpoint_path is None:
+            raise CheckpointError("cannot resume: this trainer has no output folder")
+        state = load_checkpoint(self.checkpoint_path)
+        if state["identity"] != self.identity:
+            raise CheckpointError(
+                f"checkpoint {self.checkpoint_path} belongs to another run: it was made for "
+                f"{state['identity']}, this run is {self.identity}. Resume with the config it was made with."
+            )
+        self.load_state(state)
+        self._rewrite_metrics()
+
+    def load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["module"])
+        self._register_params()
+        store = pyro.get_param_store()
+        named = dict(self.model.named_parameters())
+        self.optim.set_state(
+            {store.param_name(named[name]): s for name, s in state["optim"].items()}
+        )
+        self.epoch = state["epoch"]
+        self.history = list(state["history"])
+        _set_rng_state(state["rng"])
+
+    def _register_params(self) -> None:
+        """Runs guide and model once so that Pyro's param store knows the parameters' names,
+        which ``PyroOptim.set_state`` is keyed by; the RNG is left as it was."""
+        x = self.data.train_x[: self.settings.batch_size]
+        args = (
+            (x,)
+            if self.data.train_y is None
+            else (x, self.data.train_y[: self.settings.batch_size])
+        )
+        with torch.random.fork_rng(devices=self._cuda_devices()), torch.no_grad(), poutine.block():
+            guide_trace = poutine.trace(self.model.guide).get_trace(
+                *args, size=len(self.data.train_x)
+            )
+            poutine.replay(self.model.model, trace=guide_trace)(*args, size=len(self.data.train_x))
+
+    def _rewrite_metrics(self) -> None:
+        # metrics.jsonl may hold an epoch that finished after the checkpoint was written
+        path = self.out_dir / METRICS_NAME
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(json.dumps(h) + "\n" for h in self.history))
+        os.replace(tmp, path)
