@@ -43,12 +43,13 @@ def build_model(cfg: DictConfig, data):
     settings = OmegaConf.to_container(cfg.model, resolve=True)
     name = settings.pop("name")
     settings.pop("evaluation", None)
+    settings.pop("periodic_evaluation", None)
     if name not in MODELS:
         raise ConfigError(
             f"model.name = {name!r} is not a zoo model; valid: {', '.join(sorted(MODELS))}."
         )
     try:
-        return MODELS[name](num_features=data.num_features, **settings)
+        return MODELS[name].build(data, **settings)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"the model settings are not valid for model={name}: {e}.") from e
 
@@ -95,6 +96,10 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike) -> dict:
     data = load_dataset(data_settings.pop("name"), **data_settings).to(device)
     model = build_model(cfg, data).to(device)
     evaluation = OmegaConf.to_container(cfg.model.get("evaluation", {}), resolve=True)
+    periodic = {
+        **evaluation,
+        **OmegaConf.to_container(cfg.model.get("periodic_evaluation", {}), resolve=True),
+    }
     anneal = OmegaConf.to_container(cfg.anneal, resolve=True)
     try:
         settings = TrainSettings(**OmegaConf.to_container(cfg.trainer, resolve=True))
@@ -104,8 +109,7 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike) -> dict:
             build_optim(cfg),
             settings,
             schedule=make_schedule(anneal.pop("name"), **anneal),
-            # periodic evaluations skip the costly importance-weighted estimate
-            evaluate=lambda: model.evaluate(data, **{**evaluation, "iw_samples": 0}),
+            evaluate=lambda: model.evaluate(data, **periodic),
             out_dir=out_dir,
             identity={"model": cfg.model.name, "config": config_hash(cfg)},
         )

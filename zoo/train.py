@@ -150,7 +150,9 @@ class Trainer:
                 self.epoch += 1
                 self.history.append(record)
                 self._save()
-                log.info(_epoch_line(record, self.settings.epochs))
+                # every epoch is in metrics.jsonl; the log shows the evaluated ones
+                level = logging.INFO if "test/elbo" in record or self.epoch == 1 else logging.DEBUG
+                log.log(level, _epoch_line(record, self.settings.epochs))
         return self.history
 
     def _train_epoch(self) -> dict:

@@ -41,6 +41,12 @@ class ZooModel(PyroModule):
     def __init__(self) -> None:
         super().__init__(name=unique_name(type(self).__name__))
 
+    @classmethod
+    def build(cls, data: Any, **settings: Any) -> ZooModel:
+        """The model for a data set, with the ``model`` config group's values as ``settings``;
+        by default the data set contributes its number of features."""
+        return cls(data.num_features, **settings)
+
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None, size: int | None = None):
         raise NotImplementedError
 
