@@ -74,6 +74,16 @@ def versions() -> dict[str, str]:
     }
 
 
+def machine() -> dict[str, object]:
+    """What the run ran on, for results tables."""
+    return {
+        "system": platform.system(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+
+
 def _write_json(path: Path, value: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(value, indent=2) + "\n")
@@ -132,12 +142,14 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike) -> dict:
         "data": cfg.data.name,
         "seed": cfg.seed,
         "config_hash": config_hash(cfg),
+        "config": OmegaConf.to_container(cfg, resolve=True),
         "epochs": trainer.epoch,
         "metrics": metrics,
         "train": {k: v for k, v in history[-1].items() if k.startswith("train/") or k == "beta"},
         "time": {"train_s": history[-1]["time/total_s"], "run_s": time.perf_counter() - start},
         "device": str(device),
         "versions": versions(),
+        "machine": machine(),
         "figures": figures,
         "out_dir": str(out_dir),
     }
