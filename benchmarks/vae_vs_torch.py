@@ -1,0 +1,156 @@
+"""VAE epoch time: the zoo's SVI trainer against the same VAE written in plain PyTorch.
+
+Both train the same architecture (784-400-50 by default), the same single-sample
+reparameterized ELBO with the data term scaled by N / batch, the same Adam settings, batch
+size and dynamic binarization. Epochs are interleaved (zoo, torch, zoo, torch, ...) in one
+process so that both see the same machine load; the printed ratio is the median of the
+per-epoch ratios. The test ELBO of both after the last epoch checks that the two did the same
+work.
+
+    python benchmarks/vae_vs_torch.py --data fashion_mnist --epochs 6
+    python benchmarks/vae_vs_torch.py --data digits --hidden 128 --latent 8 --epochs 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import pyro
+import torch
+from torch import nn
+
+from zoo.data import load_dataset
+from zoo.models import VAE
+from zoo.models.vae import binarize
+from zoo.train import Trainer, TrainSettings
+
+
+class TorchVAE(nn.Module):
+    """The reference: encoder and decoder as in zoo.models.vae, the ELBO by hand."""
+
+    def __init__(self, num_features: int, hidden: int, latent: int):
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.Linear(num_features, hidden), nn.Softplus(), nn.Linear(hidden, 2 * latent)
+        )
+        self.decoder = nn.Sequential(
+            nn.Linear(latent, hidden), nn.Softplus(), nn.Linear(hidden, num_features)
+        )
+
+    def loss(self, x: torch.Tensor, size: int) -> torch.Tensor:
+        loc, log_scale = self.encoder(x).chunk(2, dim=-1)
+        scale = log_scale.exp()
+        z = loc + scale * torch.randn_like(loc)
+        logits = self.decoder(z)
+        log_lik = -nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(
+            -1
+        )
+        log_prior = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
+        log_q = torch.distributions.Normal(loc, scale).log_prob(z).sum(-1)
+        return -(size / len(x)) * (log_lik + log_prior - log_q).sum()
+
+    @torch.no_grad()
+    def test_elbo(self, x: torch.Tensor) -> float:
+        loc, log_scale = self.encoder(x).chunk(2, dim=-1)
+        q = torch.distributions.Normal(loc, log_scale.exp())
+        z = q.rsample()
+        logits = self.decoder(z)
+        log_lik = -nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(
+            -1
+        )
+        kl = torch.distributions.kl_divergence(q, torch.distributions.Normal(0.0, 1.0)).sum(-1)
+        return (log_lik - kl).mean().item()
+
+
+def torch_epoch(model: TorchVAE, optimizer, x_train: torch.Tensor, batch_size: int) -> float:
+    n = len(x_train)
+    steps = n // batch_size
+    x = binarize(x_train)
+    batches = torch.randperm(n)[: steps * batch_size].view(steps, batch_size)
+    total = 0.0
+    for index in batches:
+        optimizer.zero_grad()
+        loss = model.loss(x[index], n)
+        loss.backward()
+        optimizer.step()
+        total += loss.item()
+    return total / steps / n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="fashion_mnist")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--hidden", type=int, default=400)
+    parser.add_argument("--latent", type=int, default=50)
+    parser.add_argument("--elbo", default="trace", choices=["trace", "jit"])
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/vae.json"))
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    data = load_dataset(args.data)
+    x_test = VAE.test_inputs(data.test_x)
+    pyro.set_rng_seed(0)
+    zoo_model = VAE.build(data, latent_dim=args.latent, hidden_dims=[args.hidden])
+    settings = TrainSettings(epochs=0, batch_size=args.batch_size, elbo=args.elbo, progress=False)
+    trainer = Trainer(zoo_model, data, pyro.optim.Adam({"lr": 1e-3}), settings)
+    torch.manual_seed(0)
+    reference = TorchVAE(data.num_features, args.hidden, args.latent)
+    optimizer = torch.optim.Adam(reference.parameters(), lr=1e-3)
+
+    zoo_times, torch_times = [], []
+    for epoch in range(1, args.epochs + 1):
+        trainer.settings = dataclasses.replace(settings, epochs=epoch)
+        start = time.perf_counter()
+        trainer.fit()
+        zoo_times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        torch_loss = torch_epoch(reference, optimizer, data.train_x, args.batch_size)
+        torch_times.append(time.perf_counter() - start)
+        print(
+            f"epoch {epoch}: zoo {zoo_times[-1]:.2f} s (loss {trainer.history[-1]['train/loss']:.2f}), "
+            f"torch {torch_times[-1]:.2f} s (loss {torch_loss:.2f})",
+            flush=True,
+        )
+
+    # the first epoch carries one-off costs (optimizer set-up, JIT tracing): leave it out
+    ratios = [z / t for z, t in zip(zoo_times[1:], torch_times[1:])]
+    torch.manual_seed(1)
+    zoo_elbo = zoo_model.evaluate(data, iw_samples=0)["test/elbo"]
+    torch.manual_seed(1)
+    torch_elbo = reference.test_elbo(x_test)
+    result = {
+        "benchmark": "vae_vs_torch",
+        "settings": vars(args) | {"out": str(args.out)},
+        "ratio_median": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+        "zoo_epoch_s_median": statistics.median(zoo_times[1:]),
+        "torch_epoch_s_median": statistics.median(torch_times[1:]),
+        "test_elbo": {"zoo": zoo_elbo, "torch": torch_elbo},
+        "machine": {"cpu_count": torch.get_num_threads(), "platform": platform.platform()},
+        "versions": {"torch": torch.__version__, "pyro": pyro.__version__},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(
+        f"zoo / torch epoch time: median {result['ratio_median']:.3f} "
+        f"(min {result['ratio_min']:.3f}, max {result['ratio_max']:.3f}) over {len(ratios)} epochs; "
+        f"test ELBO zoo {zoo_elbo:.2f}, torch {torch_elbo:.2f} "
+        f"(differ by {abs(zoo_elbo - torch_elbo):.2f} nats); written to {args.out}"
+    )
+    assert math.isfinite(result["ratio_median"])
+
+
+if __name__ == "__main__":
+    main()
