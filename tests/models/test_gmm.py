@@ -238,3 +238,16 @@ def test_model_ignores_labels():
     assert isinstance(
         GMM.mixture(torch.ones(2) / 2, x[:2], torch.ones(2, 2)), dist.MixtureSameFamily
     )
+
+
+def test_component_log_probs_match_normal_log_prob():
+    x = torch.randn(300, 3) * 3
+    params = {
+        "weights": torch.rand(5, 4).softmax(-1),
+        "locs": torch.randn(5, 4, 3) * 3,
+        "scales": torch.rand(5, 4, 3) + 0.3,
+    }
+    expected = params["weights"].log().unsqueeze(1) + dist.Normal(
+        params["locs"].unsqueeze(1), params["scales"].unsqueeze(1)
+    ).log_prob(x[None, :, None, :]).sum(-1)
+    assert torch.allclose(GMM._component_log_probs(x, params), expected, rtol=1e-5, atol=1e-3)

