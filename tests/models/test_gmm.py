@@ -145,7 +145,8 @@ def test_a_step_costs_the_same_at_n_1e3_and_1e6(form):
         recorded.append((ops.ops, shapes))
     (ops_small, shapes_small), (ops_large, shapes_large) = recorded
     assert shapes_small == shapes_large
-    assert len(ops_small) > 50 and ops_small == ops_large
+    # SVI updates the parameters in the order of a set of tensors: compare as multisets
+    assert len(ops_small) > 50 and sorted(ops_small) == sorted(ops_large)
 
 
 def test_log_predictive_in_original_units_equals_the_mixture_there(faithful):
