@@ -55,9 +55,12 @@ def test_mixture_and_enumerated_forms_give_the_same_log_likelihood_and_elbo():
     assert torch.allclose(log_joint.logsumexp(0), expected, atol=1e-5)
 
 
-def test_enumerated_form_trains_with_traceenum(faithful):
-    model = GMM.build(faithful, form="enumerated", restarts=1, restart_steps=5)
-    settings = TrainSettings(epochs=2, batch_size=64, elbo="traceenum", progress=False)
+@pytest.mark.parametrize(
+    "form,elbo", [("enumerated", "traceenum"), ("mixture", "meanfield"), ("mixture", "trace")]
+)
+def test_each_form_trains_with_its_elbos(faithful, form, elbo):
+    model = GMM.build(faithful, form=form, restarts=1, restart_steps=5)
+    settings = TrainSettings(epochs=2, batch_size=64, elbo=elbo, progress=False)
     history = Trainer(model, faithful, pyro.optim.Adam({"lr": 0.02}), settings).fit()
     assert all(math.isfinite(h["train/loss"]) for h in history)
 
