@@ -76,7 +76,12 @@ def test_hydra_refuses_unknown_options_and_keys(tmp_path, args, expected):
 def test_help_lists_the_groups_and_their_options(tmp_path):
     result = zoo("--help", cwd=tmp_path)
     assert result.returncode == 0
-    for line in ["model: vae", "anneal: cyclical, linear, none, sigmoid", "experiment: vae_digits"]:
+    for line in [
+        "model: gmm, vae",
+        "anneal: cyclical, linear, none, sigmoid",
+        "data: digits, fashion_mnist, mnist, old_faithful, synthetic_gmm",
+        "experiment: gmm_old_faithful, gmm_synthetic_1e5, gmm_synthetic_1e7, gmm_synthetic_1m, vae_digits",
+    ]:
         assert line in result.stdout
 
 
@@ -92,3 +97,41 @@ def test_multirun_runs_each_seed(tmp_path):
     assert result.returncode == 0, result.stderr
     summaries = sorted((tmp_path / "sweep").glob("*/summary.json"))
     assert [json.loads(p.read_text())["seed"] for p in summaries] == [0, 1]
+
+
+GMM_FAST = [
+    "model=gmm",
+    "trainer.epochs=3",
+    "trainer.progress=false",
+    "model.restarts=2",
+    "model.restart_steps=20",
+    "model.evaluation.mc_samples=10",
+]
+
+
+def test_gmm_fits_old_faithful_and_prints_components_in_minutes(tmp_path):
+    result = zoo(*GMM_FAST, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "gmm on old_faithful" in result.stdout
+    for key in ["test/log_pred_mc", "fit/weight_1", "fit/mean_0_eruptions", "fit/scale_1_waiting"]:
+        assert key in result.stdout
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    waiting = sorted(summary["metrics"][f"fit/mean_{k}_waiting"] for k in range(2))
+    assert 45 < waiting[0] < 65 and 70 < waiting[1] < 90  # minutes, not standardized units
+    assert (tmp_path / "run" / "figures" / "components.png").is_file()
+
+
+def test_gmm_enumerated_on_synthetic_data_reports_ari(tmp_path):
+    result = zoo(
+        *GMM_FAST,
+        "data=synthetic_gmm",
+        "data.n=2000",
+        "model.components=3",
+        "model.form=enumerated",
+        "trainer.elbo=traceenum",
+        "trainer.sampling=replacement",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "test/ari" in result.stdout and "fit/max_error_locs" in result.stdout

@@ -55,6 +55,23 @@ def test_experiment_presets_set_their_groups():
     )
 
 
+def test_a_model_file_sets_its_data_trainer_and_optim_defaults():
+    cfg = compose_config(["model=gmm"])
+    assert (cfg.data.name, cfg.trainer.batch_size, cfg.optim.optim_args.lr) == (
+        "old_faithful",
+        64,
+        0.02,
+    )
+    cfg = compose_config(["model=gmm", "data=synthetic_gmm", "trainer.batch_size=32"])
+    assert (cfg.data.name, cfg.trainer.batch_size) == ("synthetic_gmm", 32)
+    cfg = compose_config(["experiment=gmm_synthetic_1m"])
+    assert (cfg.data.n, cfg.model.components, cfg.trainer.sampling) == (
+        1_000_000,
+        4,
+        "replacement",
+    )
+
+
 def test_an_experiment_can_override_a_top_level_value():
     """_self_ first in the defaults: values set by a preset win over config.yaml's."""
     cfg = compose_config(["experiment=vae_mnist"])
@@ -68,6 +85,7 @@ BAD_VALUES = [
     ("trainer.batch_size=0", "trainer.batch_size"),
     ("trainer.elbo=tracee", "trainer.elbo"),
     ("trainer.num_particles=0", "trainer.num_particles"),
+    ("trainer.sampling=shuffle", "trainer.sampling"),
     ("optim.optim_args.lr=-0.001", "optim.optim_args.lr"),
     ("optim.optim_args.lr=0", "optim.optim_args.lr"),
     ("optim.optim_args.lr=fast", "optim.optim_args.lr"),

@@ -109,12 +109,31 @@ def test_two_models_in_one_process_keep_their_own_parameters(digits):
     assert any(not torch.equal(before[k], v) for k, v in b.model.state_dict().items())
 
 
+def test_resume_equals_uninterrupted_with_minibatches_drawn_with_replacement(digits, tmp_path):
+    settings = TrainSettings(**{**vars(SETTINGS), "sampling": "replacement", "epochs": 2})
+    straight = make_trainer(digits, tmp_path / "straight", settings=settings)
+    straight.fit()
+    make_trainer(
+        digits, tmp_path / "stopped", settings=TrainSettings(**{**vars(settings), "epochs": 1})
+    ).fit()
+    pyro.clear_param_store()
+    second = make_trainer(digits, tmp_path / "stopped", settings=settings, seed=123)
+    second.resume()
+    second.fit()
+    assert [h["train/loss"] for h in second.history] == [h["train/loss"] for h in straight.history]
+
+
+def test_unknown_sampling_is_refused(digits):
+    with pytest.raises(ValueError, match="trainer.sampling"):
+        make_trainer(digits, None, settings=TrainSettings(sampling="shuffle"))
+
+
 def test_batch_larger_than_the_data_is_refused(digits):
     with pytest.raises(ValueError, match="batch_size = 5000 exceeds the 1437"):
         make_trainer(digits, None, settings=TrainSettings(batch_size=5000))
 
 
-@pytest.mark.parametrize("elbo", ["trace", "meanfield", "jit"])
+@pytest.mark.parametrize("elbo", ["trace", "meanfield", "jit", "traceenum"])
 def test_every_elbo_trains(digits, elbo):
     settings = TrainSettings(epochs=3, batch_size=128, elbo=elbo, progress=False, eval_every=3)
     history = make_trainer(digits, None, settings=settings).fit()

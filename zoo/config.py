@@ -60,8 +60,13 @@ RULES: dict[str, tuple[Check, str]] = {
     "trainer.epochs": (positive_int, "an integer >= 1"),
     "trainer.batch_size": (positive_int, "an integer >= 1, at most the number of training rows"),
     "trainer.elbo": (
-        one_of("trace", "meanfield", "jit"),
-        "trace (Trace_ELBO), meanfield (TraceMeanField_ELBO) or jit (JitTrace_ELBO)",
+        one_of("trace", "meanfield", "jit", "traceenum"),
+        "trace (Trace_ELBO), meanfield (TraceMeanField_ELBO), jit (JitTrace_ELBO) or "
+        "traceenum (TraceEnum_ELBO)",
+    ),
+    "trainer.sampling": (
+        one_of("permutation", "replacement"),
+        "permutation (each row once an epoch) or replacement (independent minibatches)",
     ),
     "trainer.num_particles": (positive_int, "an integer >= 1"),
     "trainer.eval_every": (positive_int, "an integer >= 1 (epochs)"),

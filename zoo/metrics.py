@@ -63,3 +63,30 @@ def importance_log_likelihood(
                     log_weight = log_weight + sign * site["fn"].log_prob(site["value"])
         log_weight_chunks.append(torch.logsumexp(log_weight, dim=0))
     return torch.logsumexp(torch.stack(log_weight_chunks), dim=0) - math.log(num_samples)
+
+
+def adjusted_rand_index(labels_true: torch.Tensor, labels_pred: torch.Tensor) -> float:
+    """Adjusted Rand index of two labellings of the same points (Hubert & Arabie 1985): 1 for
+    the same partition up to relabelling, about 0 for independent ones. O(N) through the
+    contingency table; the labels may be any integers."""
+    if labels_true.shape != labels_pred.shape or labels_true.dim() != 1:
+        raise ValueError(
+            f"expected two 1-d label tensors of one length, got {tuple(labels_true.shape)} "
+            f"and {tuple(labels_pred.shape)}"
+        )
+    _, a = torch.unique(labels_true, return_inverse=True)
+    _, b = torch.unique(labels_pred, return_inverse=True)
+    rows, columns = int(a.max()) + 1, int(b.max()) + 1
+    table = torch.bincount(a * columns + b, minlength=rows * columns).double()
+    table = table.view(rows, columns)
+
+    def pairs(counts: torch.Tensor) -> torch.Tensor:
+        return (counts * (counts - 1) / 2).sum()
+
+    index = pairs(table)
+    row_pairs, column_pairs = pairs(table.sum(1)), pairs(table.sum(0))
+    expected = row_pairs * column_pairs / pairs(torch.tensor(float(len(a)), dtype=torch.double))
+    maximum = (row_pairs + column_pairs) / 2
+    if maximum == expected:  # both partitions trivial (one cluster, or all singletons)
+        return 1.0
+    return ((index - expected) / (maximum - expected)).item()

@@ -99,3 +99,50 @@ def latent_scatter(z: torch.Tensor, labels: torch.Tensor, path: Path) -> Path:
     ax.set_ylabel("z[1]")
     ax.set_title("posterior means of the test set")
     return _save(fig, path)
+
+
+def mixture_ellipses(
+    x: torch.Tensor,
+    assignment: torch.Tensor,
+    weights: torch.Tensor,
+    locs: torch.Tensor,
+    scales: torch.Tensor,
+    path: Path,
+    *,
+    feature_names: tuple[str, ...] | None = None,
+    title: str = "",
+) -> Path:
+    """Points coloured by their component, and each component's 1- and 2-sigma ellipses
+    (axis-aligned: diagonal covariances) in the first two features."""
+    from matplotlib.patches import Ellipse
+
+    x, assignment = x.detach().cpu(), assignment.detach().cpu()
+    weights, locs, scales = (t.detach().cpu() for t in (weights, locs, scales))
+    colours = plt.get_cmap("tab10")
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.scatter(x[:, 0], x[:, 1], c=[colours(k % 10) for k in assignment.tolist()], s=6, alpha=0.5)
+    for k in range(len(weights)):
+        for n_sigma, style in ((1, "-"), (2, "--")):
+            ax.add_patch(
+                Ellipse(
+                    (locs[k, 0].item(), locs[k, 1].item()),
+                    2 * n_sigma * scales[k, 0].item(),
+                    2 * n_sigma * scales[k, 1].item(),
+                    fill=False,
+                    edgecolor=colours(k % 10),
+                    linestyle=style,
+                    linewidth=1.5,
+                )
+            )
+        ax.annotate(
+            f"w={weights[k]:.2f}",
+            (locs[k, 0].item(), locs[k, 1].item()),
+            ha="center",
+            fontweight="bold",
+        )
+    names = feature_names or ("x[0]", "x[1]")
+    ax.set_xlabel(names[0])
+    ax.set_ylabel(names[1])
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

@@ -22,7 +22,7 @@ from pathlib import Path
 import pyro
 import torch
 from pyro import poutine
-from pyro.infer import SVI, JitTrace_ELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import SVI, JitTrace_ELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 from pyro.optim import PyroOptim
 from tqdm.auto import tqdm
 
@@ -31,7 +31,13 @@ from zoo.errors import CheckpointError, TrainingDiverged
 from zoo.handlers import KLAnnealingMessenger
 from zoo.schedules import Schedule
 
-ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO, "jit": JitTrace_ELBO}
+ELBOS = {
+    "trace": Trace_ELBO,
+    "meanfield": TraceMeanField_ELBO,
+    "jit": JitTrace_ELBO,
+    "traceenum": TraceEnum_ELBO,  # sums out sites marked for enumeration
+}
+SAMPLING = ("permutation", "replacement")
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
 log = logging.getLogger(__name__)
@@ -43,19 +49,27 @@ class TrainSettings:
 
     epochs: int = 10
     batch_size: int = 128
-    elbo: str = "trace"  # trace | meanfield | jit
+    elbo: str = "trace"  # trace | meanfield | jit | traceenum
     num_particles: int = 1
+    # permutation: an epoch visits every row once (one O(N) permutation per epoch);
+    # replacement: each minibatch is drawn independently, O(batch) time and memory per step
+    sampling: str = "permutation"
     eval_every: int = 1  # epochs between test evaluations (the last epoch is always evaluated)
     eval_seed: int = 0  # evaluations draw from their own RNG stream, seeded here
     validate: bool = False  # Pyro's argument and support checks: on in tests, costly in training
     progress: bool = True
 
 
-def make_elbo(name: str, num_particles: int = 1) -> pyro.infer.ELBO:
+def make_elbo(
+    name: str, num_particles: int = 1, max_plate_nesting: int | None = None
+) -> pyro.infer.ELBO:
+    """The ELBO named ``name``; ``max_plate_nesting`` (the model's) places enumerated
+    dimensions to the left of the plates under ``traceenum``; None lets Pyro guess it."""
     if name not in ELBOS:
         raise ValueError(f"trainer.elbo must be one of {sorted(ELBOS)}, got {name!r}")
+    nesting = {} if max_plate_nesting is None else {"max_plate_nesting": max_plate_nesting}
     # vectorizing particles needs models written for it; a loop over particles works for all
-    return ELBOS[name](num_particles=num_particles, vectorize_particles=False)
+    return ELBOS[name](num_particles=num_particles, vectorize_particles=False, **nesting)
 
 
 def _rng_state() -> dict:
@@ -120,9 +134,14 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         self.identity = identity or {}
         self.annealer = KLAnnealingMessenger(1.0)
-        self.svi = SVI(
-            model.model, model.guide, optim, make_elbo(settings.elbo, settings.num_particles)
+        if settings.sampling not in SAMPLING:
+            raise ValueError(
+                f"trainer.sampling must be one of {SAMPLING}, got {settings.sampling!r}"
+            )
+        elbo = make_elbo(
+            settings.elbo, settings.num_particles, getattr(model, "max_plate_nesting", None)
         )
+        self.svi = SVI(model.model, model.guide, optim, elbo)
         self.epoch = 0  # epochs completed
         self.history: list[dict] = []
         n = len(data.train_x)
@@ -160,10 +179,14 @@ class Trainer:
         n, b, steps = len(data.train_x), settings.batch_size, self.steps_per_epoch
         start = time.perf_counter()
         x = self.model.prepare_epoch(data.train_x)
-        batches = torch.randperm(n, device=x.device)[: steps * b].view(steps, b)
+        if settings.sampling == "permutation":
+            batches = torch.randperm(n, device=x.device)[: steps * b].view(steps, b)
+        else:
+            batches = (torch.randint(n, (b,), device=x.device) for _ in range(steps))
         total = 0.0
         bar = tqdm(
             batches,
+            total=steps,
             desc=f"epoch {self.epoch + 1}/{settings.epochs}",
             disable=None if settings.progress else True,  # None: only on a terminal
             leave=False,

@@ -30,7 +30,9 @@ class Dataset:
     """A data set held in memory as flat tensors, split into train and test parts.
 
     :param name: registry name, e.g. ``"digits"``.
-    :param kind: ``"image"``, ``"tabular"`` or ``"regression"``.
+    :param kind: ``"image"``, ``"tabular"`` or ``"regression"``. Tabular data are rows of
+        ``D`` real features, possibly standardized (see ``mean`` and ``std``); their labels,
+        where there are any, are classes such as the true components of a synthetic mixture.
     :param train_x: float32 tensor of shape ``(N_train, D)``; images are flattened and scaled
         to ``[0, 1]``.
     :param train_y: int64 labels of shape ``(N_train,)``, or ``None`` for unlabelled data.
@@ -39,6 +41,12 @@ class Dataset:
     :param shape: shape of one item before flattening, e.g. ``(8, 8)``.
     :param num_classes: number of label values, or ``None``.
     :param source: where the data came from (a path or URL), for reports.
+    :param feature_names: names of the ``D`` features (tabular data), or ``None``.
+    :param mean: for standardized data, the per-feature mean (shape ``(D,)``) that was
+        subtracted; the original values are ``x * std + mean``. ``None`` if not standardized.
+    :param std: for standardized data, the per-feature scale that was divided by, or ``None``.
+    :param truth: for synthetic data, the parameters that generated it (tensors, in the
+        units of ``x``), e.g. ``{"weights", "locs", "scales"}`` of a mixture; else ``None``.
 
     Example::
 
@@ -56,6 +64,10 @@ class Dataset:
     shape: tuple[int, ...]
     num_classes: int | None
     source: str
+    feature_names: tuple[str, ...] | None = None
+    mean: torch.Tensor | None = None
+    std: torch.Tensor | None = None
+    truth: dict[str, torch.Tensor] | None = None
 
     @property
     def num_features(self) -> int:
@@ -74,7 +86,16 @@ class Dataset:
             train_y=move(self.train_y),
             test_x=move(self.test_x),
             test_y=move(self.test_y),
+            mean=move(self.mean),
+            std=move(self.std),
+            truth=None if self.truth is None else {k: move(v) for k, v in self.truth.items()},
         )
+
+    def original_units(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (rows in the units of ``train_x``) in the data's original units."""
+        if self.mean is None:
+            return x
+        return x * self.std + self.mean
 
 
 DATASETS: dict[str, Callable[..., Dataset]] = {}

@@ -38,6 +38,9 @@ class ZooModel(PyroModule):
     what they need of ``prepare_epoch``, ``evaluate`` and ``figures``.
     """
 
+    #: plates nested at most in the model, for ELBOs that enumerate (``TraceEnum_ELBO``)
+    max_plate_nesting: int = 1
+
     def __init__(self) -> None:
         super().__init__(name=unique_name(type(self).__name__))
 

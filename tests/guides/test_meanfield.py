@@ -1,0 +1,179 @@
+"""The mean-field guide: families by support, exact ELBOs against hand computations
+(LogNormal, Dirichlet), summaries, and the sites it refuses."""
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+
+from zoo.guides import MeanField
+
+
+def five_sites(x=None):
+    pyro.sample("rate", dist.LogNormal(0.0, 1.0))
+    pyro.sample("w", dist.Dirichlet(torch.ones(3)))
+    with pyro.plate("k", 3):
+        pyro.sample("m", dist.Normal(torch.zeros(3, 2), 1.0).to_event(1))
+        pyro.sample("p", dist.Beta(2.0, 2.0))
+        pyro.sample("u", dist.Uniform(-1.0, 2.0))
+
+
+def test_each_site_gets_the_family_of_its_support_with_its_shape():
+    guide = MeanField(five_sites)
+    values = guide()
+    assert guide.family == {
+        "rate": "lognormal",
+        "w": "dirichlet",
+        "m": "normal",
+        "p": "beta",
+        "u": "transformed_normal",
+    }
+    assert {k: v.shape for k, v in values.items()} == {
+        "rate": (),
+        "w": (3,),
+        "m": (3, 2),
+        "p": (3,),
+        "u": (3,),
+    }
+    assert ((values["u"] > -1) & (values["u"] < 2)).all()
+
+
+def test_family_override_and_refusal_of_a_family_off_the_support():
+    guide = MeanField(five_sites, families={"rate": "transformed_normal"})
+    guide()
+    assert guide.family["rate"] == "transformed_normal"
+    with pytest.raises(ValueError, match="does not fit site 'rate'"):
+        MeanField(five_sites, families={"rate": "normal"})()
+    with pytest.raises(ValueError, match="not a family"):
+        MeanField(five_sites, families={"rate": "gamma"})
+
+
+def lognormal_prior_only():
+    pyro.sample("z", dist.LogNormal(0.0, 1.0))
+
+
+def kl_normal(m, s, m0=0.0, s0=1.0):
+    return math.log(s0 / s) + (s**2 + (m - m0) ** 2) / (2 * s0**2) - 0.5
+
+
+def set_lognormal(guide, m, s):
+    guide()
+    guide.initialize("z", torch.tensor(math.exp(m)), scale=torch.tensor(s))
+
+
+def test_meanfield_loss_on_a_lognormal_site_is_the_exact_kl():
+    """No data: the negative ELBO is KL(LogNormal(m, s) || LogNormal(0, 1)) =
+    KL(Normal(m, s) || Normal(0, 1)), with no sampling noise under TraceMeanField_ELBO."""
+    guide = MeanField(lognormal_prior_only)
+    set_lognormal(guide, 0.3, 0.5)
+    loss = TraceMeanField_ELBO().loss(lognormal_prior_only, guide)
+    assert loss == pytest.approx(kl_normal(0.3, 0.5), rel=1e-5)
+
+
+def lognormal_with_data(x):
+    z = pyro.sample("z", dist.LogNormal(0.0, 1.0))
+    with pyro.plate("data", len(x)):
+        pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+
+def exact_elbo(x, m, s):
+    """E_q[log p(x | z)] - KL(q || p) for q = LogNormal(m, s), by hand:
+    E[z] = exp(m + s^2/2), E[z^2] = exp(2m + 2s^2)."""
+    ez, ez2 = math.exp(m + s**2 / 2), math.exp(2 * m + 2 * s**2)
+    expected_log_lik = sum(
+        -0.5 * math.log(2 * math.pi) - 0.5 * (xi**2 - 2 * xi * ez + ez2) for xi in x.tolist()
+    )
+    return expected_log_lik - kl_normal(m, s)
+
+
+@pytest.mark.parametrize("family", ["lognormal", "transformed_normal"])
+@pytest.mark.parametrize("elbo", [Trace_ELBO, TraceMeanField_ELBO])
+def test_elbo_on_a_lognormal_site_equals_the_exact_value(family, elbo):
+    """The same q(z) written as LogNormal (closed-form KL under TraceMeanField) or as a Normal
+    pushed through exp (Monte Carlo KL with the log-Jacobian) gives the exact ELBO up to
+    Monte Carlo error, under both ELBOs: no Jacobian term is lost."""
+    x = torch.tensor([1.5, 0.7, 2.2])
+    guide = MeanField(lognormal_with_data, families={"z": family})
+    guide(x)
+    guide.initialize("z", torch.tensor(math.exp(0.2)), scale=torch.tensor(0.4))
+    estimator = elbo(num_particles=40_000, vectorize_particles=True, max_plate_nesting=1)
+    estimate = -estimator.loss(lognormal_with_data, guide, x)
+    assert estimate == pytest.approx(exact_elbo(x, 0.2, 0.4), abs=0.03)
+
+
+def test_meanfield_loss_on_a_dirichlet_site_is_the_exact_kl():
+    def model():
+        pyro.sample("w", dist.Dirichlet(torch.tensor([1.0, 2.0, 3.0])))
+
+    guide = MeanField(model)
+    guide()
+    guide.initialize("w", torch.tensor([0.2, 0.3, 0.5]), scale=0.2)
+    q = guide.distribution("w")
+    exact = torch.distributions.kl_divergence(
+        torch.distributions.Dirichlet(q.concentration.detach()),
+        torch.distributions.Dirichlet(torch.tensor([1.0, 2.0, 3.0])),
+    )
+    assert TraceMeanField_ELBO().loss(model, guide) == pytest.approx(exact.item(), rel=1e-5)
+    assert q.concentration.sum().item() == pytest.approx(1 / 0.2**2, rel=1e-4)
+
+
+def test_median_mean_and_quantiles():
+    guide = MeanField(five_sites)
+    guide()
+    guide.initialize("rate", torch.tensor(2.0), scale=0.5)
+    median, mean = guide.median(), guide.mean()
+    assert median["rate"].item() == pytest.approx(2.0, rel=1e-5)
+    assert mean["rate"].item() == pytest.approx(2.0 * math.exp(0.5**2 / 2), rel=1e-4)
+    quantiles = guide.quantiles([0.1, 0.5, 0.9])
+    assert quantiles["rate"][1].item() == pytest.approx(2.0, rel=1e-5)
+    assert quantiles["rate"][2].item() == pytest.approx(2.0 * math.exp(0.5 * 1.281552), rel=1e-4)
+    assert quantiles["m"].shape == (3, 3, 2) and (quantiles["m"][0] < quantiles["m"][2]).all()
+    assert quantiles["w"].shape == (3, 3) and (quantiles["w"][0] <= quantiles["w"][2]).all()
+    assert torch.allclose(mean["w"].sum(), torch.tensor(1.0))
+
+
+@pytest.mark.slow
+def test_fits_a_conjugate_normal_model():
+    x = torch.tensor([0.9, 1.4, 2.1, 1.1, 0.5, 1.8, 1.2, 1.6])
+
+    def model(x):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+
+    guide = MeanField(model)
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), TraceMeanField_ELBO())
+    for _ in range(1500):
+        svi.step(x)
+    n = len(x)
+    assert guide.median()["mu"].item() == pytest.approx(x.sum().item() / (n + 1), abs=0.05)
+    scale = guide.quantiles([0.8413447])["mu"][0] - guide.median()["mu"]
+    assert scale.item() == pytest.approx(1 / math.sqrt(n + 1), abs=0.05)
+
+
+def test_two_guides_keep_their_own_parameters():
+    a, b = MeanField(five_sites), MeanField(five_sites)
+    a(), b()
+    names = list(pyro.get_param_store().keys())
+    assert len(names) == len(set(names)) == len(list(a.parameters())) + len(list(b.parameters()))
+
+
+def test_enumerated_sites_are_left_out_and_local_sites_refused():
+    def mixture(x):
+        w = pyro.sample("w", dist.Dirichlet(torch.ones(2)))
+        with pyro.plate("data", 100, subsample=torch.arange(len(x))):
+            z = pyro.sample("z", dist.Categorical(w), infer={"enumerate": "parallel"})
+            pyro.sample("x", dist.Normal(z.float(), 1.0), obs=x)
+
+    guide = MeanField(mixture)
+    assert set(guide(torch.zeros(5))) == {"w"}
+
+    def local(x):
+        with pyro.plate("data", 100, subsample=torch.arange(len(x))):
+            pyro.sample("h", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(ValueError, match="subsampled plate 'data'"):
+        MeanField(local)(torch.zeros(5))

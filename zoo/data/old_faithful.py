@@ -1,0 +1,97 @@
+"""Old Faithful geyser eruptions, shipped inside the package: the GMM's default data set.
+
+``files/old_faithful.csv`` holds 272 rows of eruption length (minutes) and waiting time to the
+next eruption (minutes) with a header (R ``datasets::faithful``; see ``NOTICE``). The rows are
+split by a fixed permutation from a fixed seed, and standardized with the training part's mean
+and standard deviation; the :class:`~zoo.data.Dataset` keeps both, so models can report in
+minutes.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from zoo.data.base import DataError, Dataset, register_dataset
+
+FILE_NAME = "old_faithful.csv"
+FEATURES = ("eruptions", "waiting")
+NUM_ROWS = 272
+SPLIT_SEED = 19_900_101
+
+
+def _parse(lines, name: str) -> torch.Tensor:
+    reader = csv.reader(lines)
+    header = next(reader, None)
+    if header is None or tuple(h.strip() for h in header) != FEATURES:
+        raise DataError(f"{name}: expected the header {','.join(FEATURES)}, found {header!r}.")
+    rows = []
+    for row_number, row in enumerate(reader, start=2):
+        try:
+            values = [float(v) for v in row]
+        except ValueError as e:
+            raise DataError(f"{name}, line {row_number}: not a number ({e}).") from e
+        if len(values) != 2 or not all(v > 0 for v in values):  # also false for NaN
+            raise DataError(
+                f"{name}, line {row_number}: expected two positive numbers, found {row}."
+            )
+        rows.append(values)
+    if len(rows) != NUM_ROWS:
+        raise DataError(f"{name}: expected {NUM_ROWS} rows, found {len(rows)}.")
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+@register_dataset("old_faithful")
+def load_old_faithful(
+    *, root: str | os.PathLike[str] | None = None, test_fraction: float = 0.2
+) -> Dataset:
+    """Load Old Faithful: 2 features (eruption length and waiting time, minutes), standardized.
+
+    :param root: folder holding an ``old_faithful.csv`` to read instead of the shipped copy.
+    :param test_fraction: share of the 272 rows held out for testing (a fixed split per value).
+    :raises DataError: if the file has a wrong header, a non-positive value or a NaN.
+
+    Example::
+
+        >>> ds = load_old_faithful()
+        >>> ds.train_x.shape, ds.test_x.shape, ds.feature_names
+        (torch.Size([218, 2]), torch.Size([54, 2]), ('eruptions', 'waiting'))
+    """
+    if not 0 < test_fraction < 1:
+        raise DataError(f"test_fraction = {test_fraction!r} is not valid: it must lie in (0, 1).")
+    if root is None:
+        resource = resources.files("zoo.data") / "files" / FILE_NAME
+        source = f"zoo.data/files/{FILE_NAME} (shipped with the package)"
+    else:
+        resource = Path(root) / FILE_NAME
+        source = str(resource)
+        if not resource.is_file():
+            raise DataError(
+                f"{resource} does not exist; root={root!r} should be a folder holding "
+                f"{FILE_NAME}, or leave root unset to use the copy shipped with the package."
+            )
+    with resource.open("r", newline="") as f:
+        x = _parse(f, source)
+
+    order = torch.randperm(NUM_ROWS, generator=torch.Generator().manual_seed(SPLIT_SEED))
+    num_test = round(test_fraction * NUM_ROWS)
+    train, test = x[order[num_test:]], x[order[:num_test]]
+    mean, std = train.mean(0), train.std(0)
+    return Dataset(
+        name="old_faithful",
+        kind="tabular",
+        train_x=((train - mean) / std).float(),
+        train_y=None,
+        test_x=((test - mean) / std).float(),
+        test_y=None,
+        shape=(2,),
+        num_classes=None,
+        source=source,
+        feature_names=FEATURES,
+        mean=mean.float(),
+        std=std.float(),
+    )
