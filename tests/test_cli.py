@@ -76,7 +76,12 @@ def test_hydra_refuses_unknown_options_and_keys(tmp_path, args, expected):
 def test_help_lists_the_groups_and_their_options(tmp_path):
     result = zoo("--help", cwd=tmp_path)
     assert result.returncode == 0
-    for line in ["model: vae", "anneal: cyclical, linear, none, sigmoid", "experiment: vae_digits"]:
+    for line in [
+        "model: bnn, vae",
+        "anneal: blundell, cyclical, linear, none, sigmoid",
+        "data: digits, fashion_mnist, mnist, toy_regression",
+        "experiment: bnn_fashion_mnist",
+    ]:
         assert line in result.stdout
 
 

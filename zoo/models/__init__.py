@@ -2,8 +2,9 @@
 them from config."""
 
 from zoo.models.base import ZooModel, data_plate
+from zoo.models.bnn import BNN
 from zoo.models.vae import VAE
 
-MODELS: dict[str, type[ZooModel]] = {"vae": VAE}
+MODELS: dict[str, type[ZooModel]] = {"bnn": BNN, "vae": VAE}
 
-__all__ = ["MODELS", "VAE", "ZooModel", "data_plate"]
+__all__ = ["BNN", "MODELS", "VAE", "ZooModel", "data_plate"]
