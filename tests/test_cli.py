@@ -77,10 +77,11 @@ def test_help_lists_the_groups_and_their_options(tmp_path):
     result = zoo("--help", cwd=tmp_path)
     assert result.returncode == 0
     for line in [
-        "model: gmm, vae",
-        "anneal: cyclical, linear, none, sigmoid",
-        "data: digits, fashion_mnist, mnist, old_faithful, synthetic_gmm",
-        "experiment: gmm_old_faithful, gmm_synthetic_1e5, gmm_synthetic_1e7, gmm_synthetic_1m, vae_digits",
+        "model: bnn, gmm, vae",
+        "anneal: blundell, cyclical, linear, none, sigmoid",
+        "data: digits, fashion_mnist, mnist, old_faithful, synthetic_gmm, toy_regression",
+        "experiment: bnn_fashion_mnist",
+        "gmm_old_faithful, gmm_synthetic_1e5, gmm_synthetic_1e7, gmm_synthetic_1m",
     ]:
         assert line in result.stdout
 

@@ -146,3 +146,78 @@ def mixture_ellipses(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def regression_bands(
+    grid: torch.Tensor,
+    predictions: torch.Tensor,
+    intervals: dict[float, tuple[torch.Tensor, torch.Tensor]],
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    path: Path,
+    *,
+    title: str = "",
+) -> Path:
+    """Predictive mean and central intervals over a 1-D grid, with the training data.
+
+    :param grid: (G,) inputs.
+    :param predictions: (S, G) draws from the predictive distribution.
+    :param intervals: ``{level: (low (G,), high (G,))}``, e.g. for 0.5 and 0.95.
+    """
+    grid, predictions = grid.detach().cpu(), predictions.detach().cpu()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for level, alpha in zip(sorted(intervals, reverse=True), (0.2, 0.4, 0.6)):
+        low, high = (t.detach().cpu() for t in intervals[level])
+        ax.fill_between(grid, low, high, color="C0", alpha=alpha, lw=0, label=f"{level:.0%}")
+    ax.plot(grid, predictions.mean(0), color="C0", label="predictive mean")
+    ax.scatter(train_x.cpu(), train_y.cpu(), s=4, color="k", alpha=0.6, label="training data")
+    ax.set_xlim(grid.min().item(), grid.max().item())
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize="small")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def reliability_diagram(
+    confidence: torch.Tensor,
+    accuracy: torch.Tensor,
+    counts: torch.Tensor,
+    path: Path,
+    *,
+    title: str = "",
+) -> Path:
+    """Accuracy against confidence per equal-width bin; the diagonal is perfect calibration.
+
+    :param confidence: (B,) mean confidence of each bin.
+    :param accuracy: (B,) accuracy of each bin.
+    :param counts: (B,) number of predictions in each bin; empty bins are not drawn.
+    """
+    confidence, accuracy, counts = (t.detach().cpu() for t in (confidence, accuracy, counts))
+    bins = len(counts)
+    centers = (torch.arange(bins) + 0.5) / bins
+    used = counts > 0
+    fig, (ax, hist) = plt.subplots(
+        2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    ax.bar(centers[used], accuracy[used], width=1 / bins, edgecolor="k", label="accuracy")
+    ax.bar(
+        centers[used],
+        (confidence - accuracy)[used],
+        bottom=accuracy[used],
+        width=1 / bins,
+        color="C3",
+        alpha=0.3,
+        label="gap to confidence",
+    )
+    ax.plot([0, 1], [0, 1], "k--", lw=1)
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.legend(loc="upper left")
+    hist.bar(centers, counts / counts.sum(), width=1 / bins, edgecolor="k", color="grey")
+    hist.set_xlabel("confidence (maximum predictive probability)")
+    hist.set_ylabel("share")
+    return _save(fig, path)

@@ -170,7 +170,8 @@ class Trainer:
                 self.history.append(record)
                 self._save()
                 # every epoch is in metrics.jsonl; the log shows the evaluated ones
-                level = logging.INFO if "test/elbo" in record or self.epoch == 1 else logging.DEBUG
+                tested = any(key.startswith("test/") for key in record)
+                level = logging.INFO if tested or self.epoch == 1 else logging.DEBUG
                 log.log(level, _epoch_line(record, self.settings.epochs))
         return self.history
 

@@ -12,7 +12,7 @@ from zoo.data.base import DATASETS, DataError, Dataset, load_dataset, register_d
 from zoo.data.idx import read_idx, write_idx
 
 # Imported for their side effect: each registers its loaders in DATASETS.
-from zoo.data import digits, mnist, old_faithful, synthetic_gmm  # noqa: F401  isort: skip
+from zoo.data import digits, mnist, old_faithful, synthetic_gmm, toy  # noqa: F401  isort: skip
 
 __all__ = [
     "DATASETS",

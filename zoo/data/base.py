@@ -35,11 +35,12 @@ class Dataset:
         where there are any, are classes such as the true components of a synthetic mixture.
     :param train_x: float32 tensor of shape ``(N_train, D)``; images are flattened and scaled
         to ``[0, 1]``.
-    :param train_y: int64 labels of shape ``(N_train,)``, or ``None`` for unlabelled data.
+    :param train_y: int64 labels of shape ``(N_train,)``; for ``kind="regression"`` float32
+        targets of shape ``(N_train,)`` or ``(N_train, 1)``; ``None`` for unlabelled data.
     :param test_x: float32 tensor of shape ``(N_test, D)``.
-    :param test_y: int64 labels of shape ``(N_test,)``, or ``None``.
+    :param test_y: like ``train_y``, for the test rows.
     :param shape: shape of one item before flattening, e.g. ``(8, 8)``.
-    :param num_classes: number of label values, or ``None``.
+    :param num_classes: number of label values, or ``None`` (regression, unlabelled data).
     :param source: where the data came from (a path or URL), for reports.
     :param feature_names: names of the ``D`` features (tabular data), or ``None``.
     :param mean: for standardized data, the per-feature mean (shape ``(D,)``) that was

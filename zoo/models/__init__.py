@@ -2,9 +2,10 @@
 them from config."""
 
 from zoo.models.base import ZooModel, data_plate
+from zoo.models.bnn import BNN
 from zoo.models.gmm import GMM
 from zoo.models.vae import VAE
 
-MODELS: dict[str, type[ZooModel]] = {"gmm": GMM, "vae": VAE}
+MODELS: dict[str, type[ZooModel]] = {"bnn": BNN, "gmm": GMM, "vae": VAE}
 
-__all__ = ["GMM", "MODELS", "VAE", "ZooModel", "data_plate"]
+__all__ = ["BNN", "GMM", "MODELS", "VAE", "ZooModel", "data_plate"]

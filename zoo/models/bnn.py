@@ -1,0 +1,437 @@
+"""Bayesian neural network trained by Bayes by Backprop (Blundell et al. 2015).
+
+Model:  every weight and bias w ~ prior (Normal(0, sigma^2), or the scale mixture
+        pi N(0, sigma1^2) + (1 - pi) N(0, sigma2^2));
+        f = MLP_w(x);  y_i ~ Categorical(logits = f(x_i))  or  Normal(f(x_i), sigma_y),
+        with sigma_y fixed or log sigma_y ~ Normal(log noise, 1).
+Guide:  ``guide=bbb``: q(w) = prod Normal(mu, softplus(rho)) (:class:`zoo.guides.BayesByBackprop`),
+        optionally with local reparameterization (:mod:`zoo.handlers.local_reparameterization`);
+        ``guide=map``: a Delta at each weight (MAP: weight decay under the Gaussian prior);
+        ``guide=mc_dropout``: the same Delta guide with dropout after every hidden layer,
+        kept on at prediction (Gal & Ghahramani 2016).
+
+The three guides share the model, the trainer and the evaluation, so the baselines differ
+from Bayes by Backprop only in the guide. Predictions average the network's output over
+draws of the weights from the guide (one draw serves a whole test set, evaluated in batches).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
+from pathlib import Path
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pyro import poutine
+from pyro.infer.autoguide import AutoDelta
+from pyro.nn import PyroModule, PyroSample, pyro_method
+
+from zoo import plots
+from zoo.data import load_dataset
+from zoo.distributions import ScaleMixtureNormal
+from zoo.guides import BayesByBackprop, init_to_fan_in_uniform
+from zoo.handlers import LocalReparameterizationMessenger, linear
+from zoo.models.base import ZooModel, data_plate
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": F.relu,
+    "tanh": torch.tanh,
+    "softplus": F.softplus,
+    "elu": F.elu,
+}
+GUIDES = ("bbb", "map", "mc_dropout")
+PRIORS = ("gaussian", "scale_mixture")
+OOD_SEED = 20150521  # the noise images are the same in every run
+
+Prior = Callable[[torch.Tensor, tuple[int, ...]], dist.Distribution]
+
+
+def make_prior(
+    name: str,
+    *,
+    sigma: float = 1.0,
+    mixture_pi: float = 0.5,
+    neg_log_sigma1: float = 0.0,
+    neg_log_sigma2: float = 6.0,
+) -> Prior:
+    """``prior(zero, shape)``: the prior of one weight tensor of ``shape``, on ``zero``'s device.
+
+    :param str name: ``gaussian`` (Normal(0, ``sigma``^2)) or ``scale_mixture`` (weight
+        ``mixture_pi`` on N(0, sigma1^2), the rest on N(0, sigma2^2), with
+        ``sigma_k = exp(-neg_log_sigma_k)`` as Blundell et al. write them).
+    """
+    if name == "gaussian":
+        if not sigma > 0:
+            raise ValueError(f"prior_sigma must be > 0, got {sigma}")
+        return lambda zero, shape: dist.Normal(zero, sigma).expand(shape).to_event(len(shape))
+    if name == "scale_mixture":
+        if not 0 <= mixture_pi <= 1:
+            raise ValueError(f"mixture_pi must be in [0, 1], got {mixture_pi}")
+        sigma1, sigma2 = math.exp(-neg_log_sigma1), math.exp(-neg_log_sigma2)
+        return lambda zero, shape: (
+            ScaleMixtureNormal(zero, sigma1, sigma2, mixture_pi).expand(shape).to_event(len(shape))
+        )
+    raise ValueError(f"prior must be one of {PRIORS}, got {name!r}")
+
+
+class BayesianLinear(PyroModule):
+    """``x W^T + b`` with ``W`` (out, in) and ``b`` (out,) drawn from ``prior`` at each call.
+
+    Calls :func:`zoo.handlers.linear`, so local reparameterization can replace the weight
+    draw by a draw of the output.
+    """
+
+    def __init__(self, in_features: int, out_features: int, prior: Prior) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.prior = prior
+        # the priors are built on this buffer's device, so .to(device) moves them too
+        self.register_buffer("zero", torch.zeros(()), persistent=False)
+        self.weight = PyroSample(lambda layer: layer.prior(layer.zero, (out_features, in_features)))
+        self.bias = PyroSample(lambda layer: layer.prior(layer.zero, (out_features,)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)  # (B, in) -> (B, out)
+
+
+class BNN(ZooModel):
+    """An MLP whose weights are latent, for classification or regression.
+
+    :param int num_features: input size D.
+    :param int num_outputs: classes C, or 1 for regression.
+    :param str likelihood: ``categorical`` or ``normal``.
+    :param hidden_dims: sizes of the hidden layers.
+    :param str activation: ``relu``, ``tanh``, ``softplus`` or ``elu``.
+    :param str prior: ``gaussian`` or ``scale_mixture``; see :func:`make_prior` for
+        ``prior_sigma``, ``mixture_pi``, ``neg_log_sigma1``, ``neg_log_sigma2``.
+    :param float noise: the observation noise sigma_y (regression); the prior median of
+        sigma_y when ``learn_noise``.
+    :param bool learn_noise: put a prior on log sigma_y and infer it with the weights.
+    :param str guide: ``bbb``, ``map`` or ``mc_dropout``.
+    :param init_rho: ``(low, high)`` of the initial rho of Bayes by Backprop.
+    :param bool local_reparameterization: sample pre-activations instead of weights
+        (``guide=bbb`` only).
+    :param float dropout: dropout rate after each hidden layer (``guide=mc_dropout`` only).
+    :param plot_range: ``(low, high)`` of the 1-D regression figure; by default the training
+        inputs' range widened by half its width on each side.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        num_outputs: int,
+        *,
+        likelihood: str = "categorical",
+        hidden_dims: Sequence[int] = (400, 400),
+        activation: str = "relu",
+        prior: str = "gaussian",
+        prior_sigma: float = 1.0,
+        mixture_pi: float = 0.5,
+        neg_log_sigma1: float = 0.0,
+        neg_log_sigma2: float = 6.0,
+        noise: float = 0.1,
+        learn_noise: bool = False,
+        guide: str = "bbb",
+        init_rho: Sequence[float] = (-5.0, -4.0),
+        local_reparameterization: bool = False,
+        dropout: float = 0.0,
+        plot_range: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__()
+        if likelihood not in ("categorical", "normal"):
+            raise ValueError(f"likelihood must be categorical or normal, got {likelihood!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        if guide not in GUIDES:
+            raise ValueError(f"guide must be one of {GUIDES}, got {guide!r}")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if (guide == "mc_dropout") != (dropout > 0):
+            raise ValueError(
+                f"guide={guide} with dropout={dropout}: MC dropout needs dropout > 0, and the "
+                "other guides take dropout = 0 (dropout kept on at prediction is MC dropout)"
+            )
+        if local_reparameterization and guide != "bbb":
+            raise ValueError("local_reparameterization needs guide=bbb (Normal weights)")
+        if not noise > 0:
+            raise ValueError(f"noise must be > 0, got {noise}")
+        self.likelihood = likelihood
+        self.num_features, self.num_outputs = num_features, num_outputs
+        self.activation = ACTIVATIONS[activation]
+        self.dropout = dropout
+        self.guide_name = guide
+        self.log_noise_prior = math.log(noise)
+        self.learn_noise = learn_noise and likelihood == "normal"
+        self.plot_range = tuple(plot_range) if plot_range is not None else None
+
+        weight_prior = make_prior(
+            prior,
+            sigma=prior_sigma,
+            mixture_pi=mixture_pi,
+            neg_log_sigma1=neg_log_sigma1,
+            neg_log_sigma2=neg_log_sigma2,
+        )
+        sizes = [num_features, *hidden_dims, num_outputs]
+        self.layers = PyroModule[torch.nn.ModuleList](
+            [BayesianLinear(n_in, n_out, weight_prior) for n_in, n_out in zip(sizes, sizes[1:])]
+        )
+        self._local_reparameterization = (
+            LocalReparameterizationMessenger() if local_reparameterization else None
+        )
+        if guide == "bbb":
+            self.approximation = BayesByBackprop(self.model, init_rho=tuple(init_rho))
+        else:
+            self.approximation = AutoDelta(self.model, init_loc_fn=init_to_fan_in_uniform)
+        # the first call traces the model and creates the guide's parameters: now, so that
+        # .to(device), state_dict and load_state_dict see them
+        x0 = torch.zeros(1, num_features)
+        with poutine.block(), torch.no_grad():
+            self.approximation(x0, self._dummy_targets(x0))
+        self._last_evaluation: dict = {}
+
+    @classmethod
+    def build(cls, data, **settings) -> BNN:
+        """A classifier for a labelled data set, a regression for ``kind="regression"``."""
+        if data.num_classes is not None:
+            return cls(data.num_features, data.num_classes, likelihood="categorical", **settings)
+        if data.kind == "regression":
+            return cls(data.num_features, 1, likelihood="normal", **settings)
+        raise ValueError(f"data set {data.name!r} has neither classes nor regression targets")
+
+    def _dummy_targets(self, x: torch.Tensor) -> torch.Tensor:
+        if self.likelihood == "categorical":
+            return torch.zeros(len(x), dtype=torch.long, device=x.device)
+        return x.new_zeros(len(x))
+
+    def _reparameterization(self):
+        return self._local_reparameterization or nullcontext()
+
+    def network(self, x: torch.Tensor) -> torch.Tensor:
+        """The MLP with the weights of the current draw: (B, D) -> (B, num_outputs)."""
+        h = x
+        for i, layer in enumerate(self.layers):
+            if i > 0:
+                h = self.activation(h)
+                if self.dropout > 0:
+                    h = F.dropout(h, self.dropout, training=True)  # on at prediction too
+            h = layer(h)
+        return h
+
+    def _observation_noise(self, x: torch.Tensor) -> torch.Tensor:
+        loc = x.new_tensor(self.log_noise_prior)
+        if self.learn_noise:
+            return pyro.sample("log_noise", dist.Normal(loc, 1.0)).exp()
+        return loc.exp()
+
+    @pyro_method
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None, size: int | None = None):
+        with self._reparameterization():
+            out = self.network(x)  # (B, C); outside the data plate: one draw for the batch
+        if self.likelihood == "categorical":
+            with data_plate(x, size):
+                return pyro.sample("y", dist.Categorical(logits=out), obs=y)
+        noise = self._observation_noise(x)
+        with data_plate(x, size):
+            y = y.reshape(-1) if y is not None else None  # (B,) or (B, 1) -> (B,)
+            return pyro.sample("y", dist.Normal(out.squeeze(-1), noise), obs=y)
+
+    @pyro_method
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, size: int | None = None):
+        with self._reparameterization():
+            return self.approximation(x, y, size)
+
+    # ---- prediction ----------------------------------------------------------------------
+
+    @pyro_method
+    def _outputs(self, x: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # one pyro_method call: the weights are drawn once and serve every batch
+        out = torch.cat([self.network(batch) for batch in x.split(batch_size)])
+        noise = self._observation_noise(x) if self.likelihood == "normal" else x.new_zeros(())
+        return out, noise
+
+    @torch.no_grad()
+    def predictive_draws(
+        self, x: torch.Tensor, num_samples: int, batch_size: int = 1000
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yields ``(outputs (N, num_outputs), sigma_y)`` for ``num_samples`` draws of the
+        weights from the guide; the MAP guide without dropout has one draw only."""
+        if self.guide_name == "map":
+            num_samples = 1
+        x0 = x[:1]
+        for _ in range(num_samples):
+            guide_trace = poutine.trace(self.approximation).get_trace(x0, self._dummy_targets(x0))
+            yield poutine.replay(self._outputs, trace=guide_trace)(x, batch_size)
+
+    @torch.no_grad()
+    def evaluate(
+        self,
+        data,
+        *,
+        num_samples: int = 100,
+        batch_size: int = 1000,
+        calibration_bins: int = 15,
+        ood: str | None = "noise",
+        ood_size: int = 2000,
+    ) -> dict[str, float]:
+        """Test metrics of the posterior predictive, by Monte Carlo over ``num_samples``
+        draws of the weights.
+
+        Classification: error, NLL, Brier score (sum over classes), expected calibration
+        error over ``calibration_bins`` equal-width bins, the mean predictive entropy of the
+        test set and of ``ood_size`` out-of-distribution inputs (``noise``: uniform noise
+        images; or the name of a data set with the same number of features), and the AUROC
+        of telling them apart by entropy. Regression: RMSE of the predictive mean, the test
+        log-likelihood per point, and the coverage of the central 50% and 95% intervals.
+        """
+        self._last_evaluation = {"num_samples": num_samples, "batch_size": batch_size}
+        if self.likelihood == "normal":
+            return self._evaluate_regression(data, num_samples, batch_size)
+        return self._evaluate_classification(
+            data, num_samples, batch_size, calibration_bins, ood, ood_size
+        )
+
+    def _ood_inputs(self, name: str, like: torch.Tensor, size: int) -> torch.Tensor:
+        if name == "noise":
+            generator = torch.Generator().manual_seed(OOD_SEED)
+            return torch.rand(size, like.shape[1], generator=generator).to(like)
+        x = load_dataset(name).test_x[:size].to(like)
+        if x.shape[1] != like.shape[1]:
+            raise ValueError(
+                f"ood data set {name!r} has {x.shape[1]} features, the model {like.shape[1]}"
+            )
+        return x
+
+    def _evaluate_classification(self, data, num_samples, batch_size, bins, ood, ood_size):
+        x, y = data.test_x, data.test_y
+        n = len(x)
+        if ood:
+            x = torch.cat([x, self._ood_inputs(ood, x, ood_size)])
+        log_mean = None  # log of the running sum of the class probabilities, (N, C)
+        draws = 0
+        for out, _ in self.predictive_draws(x, num_samples, batch_size):
+            log_p = F.log_softmax(out, dim=-1)
+            log_mean = log_p if log_mean is None else torch.logaddexp(log_mean, log_p)
+            draws += 1
+        log_mean = log_mean - math.log(draws)
+        probs = log_mean.exp()
+        entropy = -(probs * log_mean).sum(-1)  # (N,)
+        p_test, log_test = probs[:n], log_mean[:n]
+        confidence, predicted = p_test.max(-1)
+        correct = (predicted == y).float()
+        one_hot = F.one_hot(y, p_test.shape[-1]).to(p_test)
+        reliability = calibration_table(confidence, correct, bins)
+        self._last_evaluation["reliability"] = reliability
+        metrics = {
+            "test/error": 1.0 - correct.mean().item(),
+            "test/nll": -log_test.gather(-1, y[:, None]).mean().item(),
+            "test/brier": ((p_test - one_hot) ** 2).sum(-1).mean().item(),
+            "test/ece": expected_calibration_error(reliability),
+            "test/entropy": entropy[:n].mean().item(),
+        }
+        if ood:
+            metrics["test/entropy_ood"] = entropy[n:].mean().item()
+            metrics["test/ood_auroc"] = auroc(entropy[:n], entropy[n:])
+        return metrics
+
+    def _regression_draws(self, x, num_samples, batch_size) -> tuple[torch.Tensor, torch.Tensor]:
+        means, noises = zip(*self.predictive_draws(x, num_samples, batch_size))
+        return torch.stack(means).squeeze(-1), torch.stack(noises)  # (S, N), (S,)
+
+    def _evaluate_regression(self, data, num_samples, batch_size):
+        y = data.test_y.reshape(-1)
+        means, noises = self._regression_draws(data.test_x, num_samples, batch_size)
+        s = len(means)
+        log_lik = dist.Normal(means, noises[:, None]).log_prob(y)  # (S, N)
+        predictions = means + noises[:, None] * torch.randn_like(means)  # y ~ p(y | x, D)
+        metrics = {
+            "test/rmse": (means.mean(0) - y).pow(2).mean().sqrt().item(),
+            "test/log_likelihood": (torch.logsumexp(log_lik, 0) - math.log(s)).mean().item(),
+        }
+        for level in (0.5, 0.95):
+            low, high = central_interval(predictions, level)
+            metrics[f"test/coverage_{round(level * 100)}"] = (
+                ((low <= y) & (y <= high)).float().mean().item()
+            )
+        metrics["test/noise"] = noises.mean().item()
+        return metrics
+
+    @torch.no_grad()
+    def figures(self, data, history: list[dict], out_dir: Path) -> dict[str, str]:
+        out_dir = Path(out_dir)
+        written = {"elbo_curve": plots.elbo_curve(history, out_dir / "elbo_curve.png")}
+        if self.likelihood == "normal" and self.num_features == 1:
+            num_samples = self._last_evaluation.get("num_samples", 200)
+            low, high = self.plot_range or _widened(data.train_x)
+            grid = torch.linspace(low, high, 400, device=data.train_x.device)[:, None]
+            means, noises = self._regression_draws(grid, num_samples, 1000)
+            predictions = means + noises[:, None] * torch.randn_like(means)
+            written["bands"] = plots.regression_bands(
+                grid.squeeze(-1),
+                predictions,
+                {level: central_interval(predictions, level) for level in (0.5, 0.95)},
+                data.train_x.squeeze(-1),
+                data.train_y.reshape(-1),
+                out_dir / "bands.png",
+                title=f"{self.guide_name}: predictive mean, 50% and 95% intervals",
+            )
+        if "reliability" in self._last_evaluation:
+            written["reliability"] = plots.reliability_diagram(
+                *self._last_evaluation["reliability"],
+                out_dir / "reliability.png",
+                title=f"{self.guide_name} on {data.name}",
+            )
+        return {name: str(path) for name, path in written.items()}
+
+
+def _widened(x: torch.Tensor) -> tuple[float, float]:
+    low, high = x.min().item(), x.max().item()
+    return low - (high - low) / 2, high + (high - low) / 2
+
+
+def central_interval(draws: torch.Tensor, level: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The empirical central ``level`` interval of ``draws`` (S, N) along dim 0."""
+    levels = torch.tensor(
+        [(1 - level) / 2, (1 + level) / 2], dtype=draws.dtype, device=draws.device
+    )
+    low, high = torch.quantile(draws, levels, dim=0)
+    return low, high
+
+
+def calibration_table(
+    confidence: torch.Tensor, correct: torch.Tensor, bins: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per equal-width confidence bin over (0, 1]: mean confidence, accuracy and count."""
+    index = (confidence * bins).ceil().long().clamp(1, bins) - 1  # bin b holds (b/B, (b+1)/B]
+    counts = torch.zeros(bins, device=confidence.device).index_add_(
+        0, index, torch.ones_like(confidence)
+    )
+    conf_sum = torch.zeros(bins, device=confidence.device).index_add_(0, index, confidence)
+    acc_sum = torch.zeros(bins, device=confidence.device).index_add_(0, index, correct)
+    safe = counts.clamp_min(1)
+    return conf_sum / safe, acc_sum / safe, counts
+
+
+def expected_calibration_error(table: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> float:
+    """ECE = sum_b (n_b / n) |accuracy_b - confidence_b| (Guo et al. 2017)."""
+    confidence, accuracy, counts = table
+    return ((counts / counts.sum()) * (accuracy - confidence).abs()).sum().item()
+
+
+def auroc(negatives: torch.Tensor, positives: torch.Tensor) -> float:
+    """The probability that a positive scores above a negative (ties count one half)."""
+    scores = torch.cat([negatives, positives])
+    ranks = _average_ranks(scores)
+    n_neg, n_pos = len(negatives), len(positives)
+    return ((ranks[n_neg:].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)).item()
+
+
+def _average_ranks(scores: torch.Tensor) -> torch.Tensor:
+    """1-based ranks of ``scores``, tied values sharing their mean rank."""
+    values, inverse, counts = torch.unique(scores, return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).double()
+    mean_rank = ends - (counts.double() - 1) / 2
+    return mean_rank[inverse]
