@@ -330,3 +330,23 @@ def test_a_bad_model_setting_is_one_paragraph(tmp_path):
     result = zoo(*FAST, "model.guide=mc_dropout", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode != 0
     assert "MC dropout needs dropout > 0" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("guide,dropout", [("bbb", 0.0), ("map", 0.0), ("mc_dropout", 0.2)])
+def test_site_names_are_process_independent_and_state_loads_into_a_second_model(guide, dropout):
+    """Two BNNs in one process: deterministic site names, separate parameters, and the
+    state of one loads into the other and gives the same predictions."""
+    settings = dict(hidden_dims=[8], guide=guide, dropout=dropout)
+    first, second = BNN(3, 2, **settings), BNN(3, 2, **settings)
+    x = torch.randn(5, 3)
+    trace = poutine.trace(first.guide).get_trace(x)
+    assert "layers.0.weight" in trace.nodes
+    assert not set(dict(first.named_parameters()).values()) & set(
+        dict(second.named_parameters()).values()
+    )
+    second.load_state_dict(first.state_dict())
+    pyro.set_rng_seed(3)
+    a = poutine.trace(first.guide).get_trace(x).nodes["layers.0.weight"]["value"]
+    pyro.set_rng_seed(3)
+    b = poutine.trace(second.guide).get_trace(x).nodes["layers.0.weight"]["value"]
+    assert torch.equal(a, b)

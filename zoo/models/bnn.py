@@ -179,6 +179,10 @@ class BNN(ZooModel):
         self.layers = PyroModule[torch.nn.ModuleList](
             [BayesianLinear(n_in, n_out, weight_prior) for n_in, n_out in zip(sizes, sizes[1:])]
         )
+        # add_module prefixed the layers with this object's unique name; the sample sites
+        # are named "layers.0.weight" instead, so that a guide or checkpoint made in one
+        # process fits a BNN of the same shape in another
+        self.layers._pyro_set_supermodule("layers", self._pyro_context)
         self._local_reparameterization = (
             LocalReparameterizationMessenger() if local_reparameterization else None
         )
