@@ -20,7 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from zoo.config import check_config, config_hash
 from zoo.data import load_dataset
-from zoo.errors import ConfigError
+from zoo.errors import ConfigError, OutputError
+from zoo.files import write_text_atomic
 from zoo.models import MODELS
 from zoo.schedules import make_schedule
 from zoo.train import Trainer, TrainSettings
@@ -84,12 +85,6 @@ def machine() -> dict[str, object]:
     }
 
 
-def _write_json(path: Path, value: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def run(cfg: DictConfig, out_dir: str | os.PathLike) -> dict:
     """Trains and evaluates the configured model; writes the run's files into ``out_dir``.
 
@@ -98,7 +93,13 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike) -> dict:
     start = time.perf_counter()
     check_config(cfg)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(
+            f"the output folder {out_dir} cannot be created: {e.strerror or e}. "
+            "Choose a writable folder (hydra.run.dir=...)."
+        ) from e
     device = resolve_device(cfg.device)
     pyro.set_rng_seed(cfg.seed)
 
@@ -127,10 +128,8 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike) -> dict:
         raise ConfigError(str(e)) from e
     if cfg.resume:
         trainer.resume()
-        print(
-            f"resumed from {trainer.checkpoint_path} after epoch {trainer.epoch}", file=sys.stderr
-        )
-    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        print(f"resumed from {trainer.resumed_from} after epoch {trainer.epoch}", file=sys.stderr)
+    write_text_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True), "config")
 
     history = trainer.fit()
     with torch.random.fork_rng(devices=[]), torch.no_grad(), pyro.validation_enabled(False):
@@ -153,7 +152,7 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike) -> dict:
         "figures": figures,
         "out_dir": str(out_dir),
     }
-    _write_json(out_dir / SUMMARY_NAME, summary)
+    write_text_atomic(out_dir / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n", "summary")
     return summary
 
 

@@ -3,8 +3,12 @@
 One :class:`Trainer` fits a :class:`~zoo.models.base.ZooModel` to a data set with
 ``pyro.infer.SVI``: minibatches are drawn by index from tensors that stay on the run's
 device, beta comes from a schedule and is applied by the KL-annealing handler, every epoch
-appends a line to ``metrics.jsonl`` and writes a checkpoint atomically, and a run resumed
-from its checkpoint ends with the same numbers as one never stopped.
+rewrites ``metrics.jsonl`` and writes a checkpoint atomically, and a run resumed from its
+checkpoint ends with the same numbers as one never stopped.
+
+SIGINT and SIGTERM stop training after the current step; the run is resumable from the
+checkpoint of the last completed epoch (the partial epoch is trained again on resume, which
+keeps the checkpoint format to epoch boundaries).
 """
 
 from __future__ import annotations
@@ -14,8 +18,11 @@ import logging
 import math
 import os
 import random
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,8 +33,9 @@ from pyro.infer import SVI, JitTrace_ELBO, Trace_ELBO, TraceMeanField_ELBO
 from pyro.optim import PyroOptim
 from tqdm.auto import tqdm
 
-from zoo.checkpoint import load_checkpoint, save_checkpoint
-from zoo.errors import CheckpointError, TrainingDiverged
+from zoo.checkpoint import load_latest_checkpoint, remove_stale_temps, save_checkpoint
+from zoo.errors import CheckpointError, Interrupted, TrainingDiverged
+from zoo.files import write_text_atomic
 from zoo.handlers import KLAnnealingMessenger
 from zoo.schedules import Schedule
 
@@ -128,8 +136,12 @@ class Trainer:
         n = len(data.train_x)
         if settings.batch_size > n:
             raise ValueError(
-                f"trainer.batch_size = {settings.batch_size} exceeds the {n} training rows"
+                f"trainer.batch_size = {settings.batch_size} is not valid: it exceeds the {n} "
+                f"training rows of {getattr(data, 'name', 'the data set')}; it must be an "
+                f"integer from 1 to {n}."
             )
+        self.resumed_from: Path | None = None
+        self._stop_signal: int | None = None
         # full batches only: a ragged last batch would change shapes (and JIT traces) per epoch
         self.steps_per_epoch = n // settings.batch_size
 
@@ -139,7 +151,7 @@ class Trainer:
 
     def fit(self) -> list[dict]:
         """Trains until ``settings.epochs`` epochs are complete; returns the per-epoch history."""
-        with pyro.validation_enabled(self.settings.validate):
+        with pyro.validation_enabled(self.settings.validate), self._stop_on_signals():
             while self.epoch < self.settings.epochs:
                 record = self._train_epoch()
                 if self.evaluate and (
@@ -153,7 +165,46 @@ class Trainer:
                 # every epoch is in metrics.jsonl; the log shows the evaluated ones
                 level = logging.INFO if "test/elbo" in record or self.epoch == 1 else logging.DEBUG
                 log.log(level, _epoch_line(record, self.settings.epochs))
+                self._stop_if_signalled(None)
         return self.history
+
+    @contextmanager
+    def _stop_on_signals(self) -> Iterator[None]:
+        """SIGINT and SIGTERM set a flag that the loop checks after each step, so a
+        checkpoint is never written half; a second signal stops at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only be set from the main thread
+            return
+
+        def handler(signum, frame):
+            if self._stop_signal is not None:  # asked twice: stop now, between two writes
+                self._stop_if_signalled(None)
+            self._stop_signal = signum
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    def _stop_if_signalled(self, step: int | None) -> None:
+        if self._stop_signal is None:
+            return
+        signum, self._stop_signal = self._stop_signal, None
+        where = (
+            f"at epoch {self.epoch + 1}, step {step + 1} of {self.steps_per_epoch}"
+            if step is not None
+            else f"after epoch {self.epoch}"
+        )
+        if self.epoch and self.checkpoint_path is not None:
+            kept = (
+                f"the checkpoint of epoch {self.epoch} is {self.checkpoint_path}; continue with "
+                f"the same overrides plus resume=true hydra.run.dir={self.out_dir}"
+            )
+        else:
+            kept = "no epoch was complete, so there is no checkpoint to resume from"
+        raise Interrupted(f"interrupted by {signal.Signals(signum).name} {where}: {kept}.", signum)
 
     def _train_epoch(self) -> dict:
         settings, data = self.settings, self.data
@@ -189,6 +240,7 @@ class Trainer:
                 bar.set_postfix_str(
                     f"loss/point {total / (step + 1) / n:.3f} beta {self.annealer.beta:.3g}"
                 )
+            self._stop_if_signalled(step)
         elapsed = time.perf_counter() - start
         previous_total = self.history[-1]["time/total_s"] if self.history else 0.0
         return {
@@ -232,21 +284,26 @@ class Trainer:
         if self.out_dir is None:
             return
         save_checkpoint(self.state(), self.checkpoint_path)
-        with open(self.out_dir / METRICS_NAME, "a") as f:
-            f.write(json.dumps(self.history[-1]) + "\n")
+        self._write_metrics()
 
     def resume(self) -> None:
-        """Loads the run's checkpoint, refusing one from another model or config."""
+        """Loads the run's checkpoint, refusing one from another model or config.
+
+        An unreadable latest checkpoint is replaced by the previous one with a warning (see
+        :func:`~zoo.checkpoint.load_latest_checkpoint`); ``resumed_from`` says which was used.
+        """
         if self.checkpoint_path is None:
             raise CheckpointError("cannot resume: this trainer has no output folder")
-        state = load_checkpoint(self.checkpoint_path)
+        remove_stale_temps(self.checkpoint_path)
+        state, source = load_latest_checkpoint(self.checkpoint_path)
         if state["identity"] != self.identity:
             raise CheckpointError(
-                f"checkpoint {self.checkpoint_path} belongs to another run: it was made for "
+                f"checkpoint {source} belongs to another run: it was made for "
                 f"{state['identity']}, this run is {self.identity}. Resume with the config it was made with."
             )
         self.load_state(state)
-        self._rewrite_metrics()
+        self.resumed_from = source
+        self._write_metrics()  # it may hold epochs that finished after the checkpoint
 
     def load_state(self, state: dict) -> None:
         self.model.load_state_dict(state["module"])
@@ -275,9 +332,7 @@ class Trainer:
             )
             poutine.replay(self.model.model, trace=guide_trace)(*args, size=len(self.data.train_x))
 
-    def _rewrite_metrics(self) -> None:
-        # metrics.jsonl may hold an epoch that finished after the checkpoint was written
-        path = self.out_dir / METRICS_NAME
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(json.dumps(h) + "\n" for h in self.history))
-        os.replace(tmp, path)
+    def _write_metrics(self) -> None:
+        # the whole file each epoch (a few kB): a full disk or a kill never leaves half a line
+        text = "".join(json.dumps(h) + "\n" for h in self.history)
+        write_text_atomic(self.out_dir / METRICS_NAME, text, "metrics")
