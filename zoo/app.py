@@ -7,6 +7,7 @@ The Hydra entry point (:mod:`zoo.__main__`) only composes the config and calls
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import sys
@@ -20,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from zoo.config import check_config, config_hash
 from zoo.data import load_dataset
-from zoo.errors import ConfigError, OutputError
+from zoo.errors import ConfigError, OutputError, TrainingDiverged
 from zoo.files import write_text_atomic
 from zoo.models import MODELS
 from zoo.schedules import make_schedule
@@ -135,6 +136,12 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike) -> dict:
     with torch.random.fork_rng(devices=[]), torch.no_grad(), pyro.validation_enabled(False):
         torch.manual_seed(settings.eval_seed)
         metrics = model.evaluate(data, **evaluation)
+    bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        raise TrainingDiverged(
+            f"the final evaluation gave {', '.join(f'{k} = {metrics[k]}' for k in bad)}: the "
+            f"trained parameters are not usable; no summary was written in {out_dir}."
+        )
     figures = model.figures(data, history, out_dir / "figures")
     summary = {
         "model": cfg.model.name,

@@ -82,6 +82,7 @@ RULES: dict[str, tuple[Check, str]] = {
     "trainer.eval_seed": (non_negative_int, "an integer >= 0"),
     "trainer.validate": (boolean, "true or false"),
     "trainer.progress": (boolean, "true or false"),
+    "trainer.skip_nonfinite": (non_negative_int, "an integer >= 0 (0: stop at the first)"),
     "optim.optim_args.lr": (positive_number, "a finite number > 0"),
     "optim.optim_args.betas": (adam_betas, "two numbers in [0, 1), e.g. [0.9, 0.999]"),
     "optim.optim_args.clip_norm": (positive_number, "a finite number > 0"),

@@ -30,6 +30,7 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.infer import SVI, JitTrace_ELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer.util import torch_item, zero_grads
 from pyro.optim import PyroOptim
 from tqdm.auto import tqdm
 
@@ -57,6 +58,7 @@ class TrainSettings:
     eval_seed: int = 0  # evaluations draw from their own RNG stream, seeded here
     validate: bool = False  # Pyro's argument and support checks: on in tests, costly in training
     progress: bool = True
+    skip_nonfinite: int = 0  # NaN/inf steps to skip in the run (each logged) before stopping
 
 
 def make_elbo(name: str, num_particles: int = 1) -> pyro.infer.ELBO:
@@ -64,6 +66,27 @@ def make_elbo(name: str, num_particles: int = 1) -> pyro.infer.ELBO:
         raise ValueError(f"trainer.elbo must be one of {sorted(ELBOS)}, got {name!r}")
     # vectorizing particles needs models written for it; a loop over particles works for all
     return ELBOS[name](num_particles=num_particles, vectorize_particles=False)
+
+
+class GuardedSVI(SVI):
+    """``SVI`` whose step leaves the parameters alone when the loss or a gradient is NaN or
+    infinite, and says so in ``last_step_finite``; a finite step does exactly what
+    ``SVI.step`` does."""
+
+    last_step_finite = True
+
+    def step(self, *args, **kwargs) -> float:
+        with poutine.trace(param_only=True) as param_capture:
+            loss = torch_item(self.loss_and_grads(self.model, self.guide, *args, **kwargs))
+        params = set(site["value"].unconstrained() for site in param_capture.trace.nodes.values())
+        grads = [p.grad.isfinite().all() for p in params if p.grad is not None]
+        self.last_step_finite = math.isfinite(loss) and bool(
+            torch.stack(grads).all() if grads else True
+        )
+        if self.last_step_finite:
+            self.optim(params)
+        zero_grads(params)
+        return loss
 
 
 def _rng_state() -> dict:
@@ -128,7 +151,7 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         self.identity = identity or {}
         self.annealer = KLAnnealingMessenger(1.0)
-        self.svi = SVI(
+        self.svi = GuardedSVI(
             model.model, model.guide, optim, make_elbo(settings.elbo, settings.num_particles)
         )
         self.epoch = 0  # epochs completed
@@ -212,7 +235,7 @@ class Trainer:
         start = time.perf_counter()
         x = self.model.prepare_epoch(data.train_x)
         batches = torch.randperm(n, device=x.device)[: steps * b].view(steps, b)
-        total = 0.0
+        total, skipped = 0.0, 0
         bar = tqdm(
             batches,
             desc=f"epoch {self.epoch + 1}/{settings.epochs}",
@@ -225,31 +248,55 @@ class Trainer:
             args = (x[index],) if data.train_y is None else (x[index], data.train_y[index])
             with self.annealer:
                 loss = self.svi.step(*args, size=n)
-            if not math.isfinite(loss):
+            if not self.svi.last_step_finite:
+                what = (
+                    f"the loss became {loss}"
+                    if not math.isfinite(loss)
+                    else (f"a gradient became NaN or infinite (loss {loss:.6g})")
+                )
+                where = f"epoch {self.epoch + 1}, step {step + 1} of {steps}"
+                if self._skipped_steps() + skipped < settings.skip_nonfinite:
+                    skipped += 1
+                    log.warning(
+                        "%s at %s: step skipped, parameters unchanged (%d of at most %d skips)",
+                        what,
+                        where,
+                        self._skipped_steps() + skipped,
+                        settings.skip_nonfinite,
+                    )
+                    continue
                 kept = (
                     f"; the last good checkpoint {self.checkpoint_path} is kept"
-                    if self.history
+                    if self.history and self.checkpoint_path
                     else ""
                 )
                 raise TrainingDiverged(
-                    f"the loss became {loss} at epoch {self.epoch + 1}, step {step + 1} of {steps}{kept}. "
-                    "Try a smaller optim lr, gradient clipping (optim=clipped_adam) or a longer warm-up."
+                    f"{what} at {where}{kept}. Try a smaller optim lr, gradient clipping "
+                    "(optim=clipped_adam) or a longer warm-up; trainer.skip_nonfinite=N skips up "
+                    "to N such steps."
                 )
             total += loss
             if step % 10 == 0:
                 bar.set_postfix_str(
-                    f"loss/point {total / (step + 1) / n:.3f} beta {self.annealer.beta:.3g}"
+                    f"loss/point {total / (step + 1 - skipped) / n:.3f} beta {self.annealer.beta:.3g}"
                 )
             self._stop_if_signalled(step)
         elapsed = time.perf_counter() - start
         previous_total = self.history[-1]["time/total_s"] if self.history else 0.0
-        return {
+        record = {
             "epoch": self.epoch + 1,
-            "train/loss": total / steps / n,  # the annealed objective, per data point
+            # the annealed objective per data point, over the steps taken
+            "train/loss": total / (steps - skipped) / n if steps > skipped else math.nan,
             "beta": self.annealer.beta,
             "time/epoch_s": elapsed,
             "time/total_s": previous_total + elapsed,
         }
+        if settings.skip_nonfinite:
+            record["train/skipped_steps"] = skipped
+        return record
+
+    def _skipped_steps(self) -> int:
+        return sum(h.get("train/skipped_steps", 0) for h in self.history)
 
     def _evaluate(self) -> dict:
         # a separate, seeded RNG stream: evaluation neither perturbs training nor varies by epoch
