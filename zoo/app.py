@@ -6,10 +6,13 @@ The Hydra entry point (:mod:`zoo.__main__`) only composes the config and calls
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import math
 import os
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -52,7 +55,19 @@ def build_model(cfg: DictConfig, data):
         )
     try:
         return MODELS[name].build(data, **settings)
-    except (TypeError, ValueError) as e:
+    except TypeError as e:
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+        if unknown is None:
+            raise ConfigError(f"the model settings are not valid for model={name}: {e}.") from e
+        accepted = inspect.signature(MODELS[name]).parameters
+        valid = [k for k in accepted if k != "num_features"] + [
+            "evaluation",
+            "periodic_evaluation",
+        ]
+        raise ConfigError(
+            f"model.{unknown[1]} is not a setting of model={name}; valid: {', '.join(valid)}."
+        ) from e
+    except ValueError as e:
         raise ConfigError(f"the model settings are not valid for model={name}: {e}.") from e
 
 
@@ -113,8 +128,13 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike) -> dict:
         **OmegaConf.to_container(cfg.model.get("periodic_evaluation", {}), resolve=True),
     }
     anneal = OmegaConf.to_container(cfg.anneal, resolve=True)
+    trainer_settings = OmegaConf.to_container(cfg.trainer, resolve=True)
+    valid = [f.name for f in dataclasses.fields(TrainSettings)]
+    for key in trainer_settings:
+        if key not in valid:
+            raise ConfigError(f"trainer.{key} is not a trainer setting; valid: {', '.join(valid)}.")
     try:
-        settings = TrainSettings(**OmegaConf.to_container(cfg.trainer, resolve=True))
+        settings = TrainSettings(**trainer_settings)
         trainer = Trainer(
             model,
             data,

@@ -34,7 +34,12 @@ from pyro.infer.util import torch_item, zero_grads
 from pyro.optim import PyroOptim
 from tqdm.auto import tqdm
 
-from zoo.checkpoint import load_latest_checkpoint, remove_stale_temps, save_checkpoint
+from zoo.checkpoint import (
+    load_latest_checkpoint,
+    previous_path,
+    remove_stale_temps,
+    save_checkpoint,
+)
 from zoo.errors import CheckpointError, Interrupted, TrainingDiverged
 from zoo.files import write_text_atomic
 from zoo.handlers import KLAnnealingMessenger
@@ -342,6 +347,11 @@ class Trainer:
         if self.checkpoint_path is None:
             raise CheckpointError("cannot resume: this trainer has no output folder")
         remove_stale_temps(self.checkpoint_path)
+        if not self.checkpoint_path.exists() and not previous_path(self.checkpoint_path).exists():
+            raise CheckpointError(
+                f"resume = true is not valid here: there is no checkpoint at {self.checkpoint_path}. "
+                "Point hydra.run.dir at the folder of the run to continue, or start without resume=true."
+            )
         state, source = load_latest_checkpoint(self.checkpoint_path)
         if state["identity"] != self.identity:
             raise CheckpointError(
