@@ -14,6 +14,7 @@ writing the temporary file and renaming it, so that a test can kill a run mid-wr
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import time
@@ -41,8 +42,12 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
     path = Path(path)
     tmp = temp_path(path)
     try:
+        # serialized in memory first: torch's writer turns a full disk into a RuntimeError
+        # with no errno, a plain write gives the OSError that says what happened
+        buffer = io.BytesIO()
+        torch.save({"format": FORMAT_VERSION, **state}, buffer)
         with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT_VERSION, **state}, f)
+            f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         if pause := float(os.environ.get(PAUSE_ENV, 0)):
