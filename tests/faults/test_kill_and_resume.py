@@ -74,7 +74,9 @@ def test_sigkill_during_a_checkpoint_write_then_resume_is_bit_identical(
 
 
 @pytest.mark.parametrize(
-    "signum", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)]
+    "signum",
+    [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)],
+    ids=["SIGTERM", "SIGINT"],
 )
 def test_sigint_and_sigterm_stop_with_a_message_and_the_run_resumes(
     model_args, straight, tmp_path, signum
