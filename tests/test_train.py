@@ -129,7 +129,7 @@ def test_unknown_sampling_is_refused(digits):
 
 
 def test_batch_larger_than_the_data_is_refused(digits):
-    with pytest.raises(ValueError, match="batch_size = 5000 exceeds the 1437"):
+    with pytest.raises(ValueError, match="batch_size = 5000 is not valid: it exceeds the 1437"):
         make_trainer(digits, None, settings=TrainSettings(batch_size=5000))
 
 

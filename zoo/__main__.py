@@ -1,6 +1,13 @@
-"""``python -m zoo``: compose the Hydra config, run it, print the summary."""
+"""``python -m zoo``: compose the Hydra config, run it, print the summary.
+
+A :class:`~zoo.errors.ZooError` is printed as one paragraph and the process exits with its
+code, without a traceback unless ``HYDRA_FULL_ERROR=1``. SIGINT and SIGTERM stop the run
+with a message and status 130 or 143; during training the trainer itself handles them (see
+:mod:`zoo.train`), so the checkpoint of the last completed epoch is always whole.
+"""
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -24,15 +31,29 @@ def config_dir() -> str:
 @hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     from zoo.app import format_summary, run  # imported here so that --help stays fast
-    from zoo.errors import ZooError
+    from zoo.errors import Interrupted, ZooError
 
+    out_dir = HydraConfig.get().runtime.output_dir
+
+    def interrupt(signum, frame):
+        raise Interrupted(
+            f"interrupted by {signal.Signals(signum).name} outside training; the run's "
+            f"checkpoint in {out_dir}, if any, is whole: continue with the same overrides plus "
+            f"resume=true hydra.run.dir={out_dir}.",
+            signum,
+        )
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        summary = run(cfg, HydraConfig.get().runtime.output_dir)
+        summary = run(cfg, out_dir)
     except ZooError as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"zoo: error: {e}", file=sys.stderr)
+        print(f"zoo: {e}" if isinstance(e, Interrupted) else f"zoo: error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
     print(format_summary(summary))
 
 

@@ -6,9 +6,13 @@ The Hydra entry point (:mod:`zoo.__main__`) only composes the config and calls
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
+import math
 import os
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -20,7 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from zoo.config import check_config, config_hash
 from zoo.data import load_dataset
-from zoo.errors import ConfigError
+from zoo.errors import ConfigError, OutputError, TrainingDiverged
+from zoo.files import write_text_atomic
 from zoo.models import MODELS
 from zoo.schedules import make_schedule
 from zoo.train import Trainer, TrainSettings
@@ -50,7 +55,19 @@ def build_model(cfg: DictConfig, data):
         )
     try:
         return MODELS[name].build(data, **settings)
-    except (TypeError, ValueError) as e:
+    except TypeError as e:
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+        if unknown is None:
+            raise ConfigError(f"the model settings are not valid for model={name}: {e}.") from e
+        accepted = inspect.signature(MODELS[name]).parameters
+        valid = [k for k in accepted if k != "num_features"] + [
+            "evaluation",
+            "periodic_evaluation",
+        ]
+        raise ConfigError(
+            f"model.{unknown[1]} is not a setting of model={name}; valid: {', '.join(valid)}."
+        ) from e
+    except ValueError as e:
         raise ConfigError(f"the model settings are not valid for model={name}: {e}.") from e
 
 
@@ -84,12 +101,6 @@ def machine() -> dict[str, object]:
     }
 
 
-def _write_json(path: Path, value: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def run(cfg: DictConfig, out_dir: str | os.PathLike) -> dict:
     """Trains and evaluates the configured model; writes the run's files into ``out_dir``.
 
@@ -98,7 +109,13 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike) -> dict:
     start = time.perf_counter()
     check_config(cfg)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(
+            f"the output folder {out_dir} cannot be created: {e.strerror or e}. "
+            "Choose a writable folder (hydra.run.dir=...)."
+        ) from e
     device = resolve_device(cfg.device)
     pyro.set_rng_seed(cfg.seed)
 
@@ -111,8 +128,13 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike) -> dict:
         **OmegaConf.to_container(cfg.model.get("periodic_evaluation", {}), resolve=True),
     }
     anneal = OmegaConf.to_container(cfg.anneal, resolve=True)
+    trainer_settings = OmegaConf.to_container(cfg.trainer, resolve=True)
+    valid = [f.name for f in dataclasses.fields(TrainSettings)]
+    for key in trainer_settings:
+        if key not in valid:
+            raise ConfigError(f"trainer.{key} is not a trainer setting; valid: {', '.join(valid)}.")
     try:
-        settings = TrainSettings(**OmegaConf.to_container(cfg.trainer, resolve=True))
+        settings = TrainSettings(**trainer_settings)
         trainer = Trainer(
             model,
             data,
@@ -127,15 +149,19 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike) -> dict:
         raise ConfigError(str(e)) from e
     if cfg.resume:
         trainer.resume()
-        print(
-            f"resumed from {trainer.checkpoint_path} after epoch {trainer.epoch}", file=sys.stderr
-        )
-    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        print(f"resumed from {trainer.resumed_from} after epoch {trainer.epoch}", file=sys.stderr)
+    write_text_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True), "config")
 
     history = trainer.fit()
     with torch.random.fork_rng(devices=[]), torch.no_grad(), pyro.validation_enabled(False):
         torch.manual_seed(settings.eval_seed)
         metrics = model.evaluate(data, **evaluation)
+    bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        raise TrainingDiverged(
+            f"the final evaluation gave {', '.join(f'{k} = {metrics[k]}' for k in bad)}: the "
+            f"trained parameters are not usable; no summary was written in {out_dir}."
+        )
     figures = model.figures(data, history, out_dir / "figures")
     summary = {
         "model": cfg.model.name,
@@ -153,7 +179,7 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike) -> dict:
         "figures": figures,
         "out_dir": str(out_dir),
     }
-    _write_json(out_dir / SUMMARY_NAME, summary)
+    write_text_atomic(out_dir / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n", "summary")
     return summary
 
 

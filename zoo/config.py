@@ -3,7 +3,8 @@
 Each rule names a key and says what would be valid, so a wrong value stops the run with a
 one-paragraph :class:`~zoo.errors.ConfigError` instead of a traceback from deep inside
 torch. Hydra itself refuses unknown config group options and keys that are not in the
-config; these rules cover the values.
+config; these rules cover the values, and :class:`OutputDirCheck` (a Hydra callback) the
+output folder, which Hydra creates before any of our code runs.
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
 from numbers import Real
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from zoo.errors import ConfigError
@@ -51,6 +55,16 @@ def boolean(v: Any) -> bool:
     return isinstance(v, bool)
 
 
+def positive_ints(v: Any) -> bool:
+    return isinstance(v, Sequence) and not isinstance(v, str) and all(map(positive_int, v))
+
+
+def adam_betas(v: Any) -> bool:
+    return (
+        isinstance(v, Sequence) and len(v) == 2 and all(non_negative_number(b) and b < 1 for b in v)
+    )
+
+
 # key -> (check, what would be valid). Keys missing from a config are skipped: a schedule
 # without a warm-up has no warmup_epochs.
 RULES: dict[str, tuple[Check, str]] = {
@@ -73,7 +87,9 @@ RULES: dict[str, tuple[Check, str]] = {
     "trainer.eval_seed": (non_negative_int, "an integer >= 0"),
     "trainer.validate": (boolean, "true or false"),
     "trainer.progress": (boolean, "true or false"),
+    "trainer.skip_nonfinite": (non_negative_int, "an integer >= 0 (0: stop at the first)"),
     "optim.optim_args.lr": (positive_number, "a finite number > 0"),
+    "optim.optim_args.betas": (adam_betas, "two numbers in [0, 1), e.g. [0.9, 0.999]"),
     "optim.optim_args.clip_norm": (positive_number, "a finite number > 0"),
     "optim.optim_args.lrd": (lambda v: positive_number(v) and v <= 1, "a number in (0, 1]"),
     "optim.optim_args.weight_decay": (non_negative_number, "a finite number >= 0"),
@@ -90,6 +106,12 @@ RULES: dict[str, tuple[Check, str]] = {
     "anneal.total_epochs": (positive_number, "a number of epochs > 0"),
     "anneal.cycles": (positive_int, "an integer >= 1"),
     "anneal.ramp": (lambda v: positive_number(v) and v <= 1, "a number in (0, 1]"),
+    # settings that several models share; a model without the key skips the rule
+    "model.latent_dim": (positive_int, "an integer >= 1"),
+    "model.hidden_dims": (positive_ints, "a list of integers >= 1, e.g. [128] or [] for none"),
+    "model.evaluation.iw_samples": (non_negative_int, "an integer >= 0 (0: no IW estimate)"),
+    "model.evaluation.batch_size": (positive_int, "an integer >= 1"),
+    "model.periodic_evaluation.iw_samples": (non_negative_int, "an integer >= 0"),
 }
 
 
@@ -122,3 +144,41 @@ def config_hash(cfg: DictConfig) -> str:
     values.pop("resume", None)
     values.get("trainer", {}).pop("progress", None)
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def output_dir_problem(folder: str | Path) -> str | None:
+    """Why ``folder`` cannot be created and written, or None if it can. Nothing is created:
+    a probe folder is made and removed in the nearest existing ancestor."""
+    path = Path(folder).expanduser().absolute()
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    try:
+        Path(tempfile.mkdtemp(prefix=".zoo-probe-", dir=existing)).rmdir()
+    except OSError as e:
+        return f"{existing} is not writable ({e.strerror or e})"
+    return None
+
+
+class OutputDirCheck(Callback):
+    """Stops a run whose output folder cannot be written, before Hydra tries to create it
+    (Hydra would fail with a traceback). Registered in ``conf/config.yaml``."""
+
+    def _check(self, config: DictConfig, key: str) -> None:
+        folder = OmegaConf.select(config, key)
+        problem = output_dir_problem(str(folder))
+        if problem is not None:
+            print(
+                f"zoo: error: {key} = {str(folder)!r} is not valid: {problem}; it must be a "
+                f"folder that can be created and written, e.g. {key}=outputs/my_run.",
+                file=sys.stderr,
+            )
+            sys.exit(ConfigError.exit_code)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.sweep.dir")

@@ -20,3 +20,15 @@ class CheckpointError(ZooError):
 
 class TrainingDiverged(ZooError):
     """The loss became NaN or infinite."""
+
+
+class OutputError(ZooError):
+    """A result file (summary, metrics, figure, config) cannot be written; the old one is kept."""
+
+
+class Interrupted(ZooError):
+    """SIGINT or SIGTERM stopped training; the last epoch's checkpoint is on disk."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM

@@ -15,12 +15,26 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from zoo.errors import OutputError  # noqa: E402
+from zoo.files import write_atomic  # noqa: E402
+
 
 def _save(fig, path: Path) -> Path:
+    """Writes ``fig`` atomically: a failed write keeps the previous figure and raises
+    :class:`~zoo.errors.OutputError` naming the file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"could not create the figures folder {path.parent}: {e}") from e
+        write_atomic(
+            path,
+            lambda f: fig.savefig(f, format=path.suffix[1:], dpi=120, bbox_inches="tight"),
+            "figure",
+        )
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -3,8 +3,12 @@
 One :class:`Trainer` fits a :class:`~zoo.models.base.ZooModel` to a data set with
 ``pyro.infer.SVI``: minibatches are drawn by index from tensors that stay on the run's
 device, beta comes from a schedule and is applied by the KL-annealing handler, every epoch
-appends a line to ``metrics.jsonl`` and writes a checkpoint atomically, and a run resumed
-from its checkpoint ends with the same numbers as one never stopped.
+rewrites ``metrics.jsonl`` and writes a checkpoint atomically, and a run resumed from its
+checkpoint ends with the same numbers as one never stopped.
+
+SIGINT and SIGTERM stop training after the current step; the run is resumable from the
+checkpoint of the last completed epoch (the partial epoch is trained again on resume, which
+keeps the checkpoint format to epoch boundaries).
 """
 
 from __future__ import annotations
@@ -14,8 +18,11 @@ import logging
 import math
 import os
 import random
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,11 +30,18 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.infer import SVI, JitTrace_ELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
+from pyro.infer.util import torch_item, zero_grads
 from pyro.optim import PyroOptim
 from tqdm.auto import tqdm
 
-from zoo.checkpoint import load_checkpoint, save_checkpoint
-from zoo.errors import CheckpointError, TrainingDiverged
+from zoo.checkpoint import (
+    load_latest_checkpoint,
+    previous_path,
+    remove_stale_temps,
+    save_checkpoint,
+)
+from zoo.errors import CheckpointError, Interrupted, TrainingDiverged
+from zoo.files import write_text_atomic
 from zoo.handlers import KLAnnealingMessenger
 from zoo.schedules import Schedule
 
@@ -58,6 +72,7 @@ class TrainSettings:
     eval_seed: int = 0  # evaluations draw from their own RNG stream, seeded here
     validate: bool = False  # Pyro's argument and support checks: on in tests, costly in training
     progress: bool = True
+    skip_nonfinite: int = 0  # NaN/inf steps to skip in the run (each logged) before stopping
 
 
 def make_elbo(
@@ -70,6 +85,27 @@ def make_elbo(
     nesting = {} if max_plate_nesting is None else {"max_plate_nesting": max_plate_nesting}
     # vectorizing particles needs models written for it; a loop over particles works for all
     return ELBOS[name](num_particles=num_particles, vectorize_particles=False, **nesting)
+
+
+class GuardedSVI(SVI):
+    """``SVI`` whose step leaves the parameters alone when the loss or a gradient is NaN or
+    infinite, and says so in ``last_step_finite``; a finite step does exactly what
+    ``SVI.step`` does."""
+
+    last_step_finite = True
+
+    def step(self, *args, **kwargs) -> float:
+        with poutine.trace(param_only=True) as param_capture:
+            loss = torch_item(self.loss_and_grads(self.model, self.guide, *args, **kwargs))
+        params = set(site["value"].unconstrained() for site in param_capture.trace.nodes.values())
+        grads = [p.grad.isfinite().all() for p in params if p.grad is not None]
+        self.last_step_finite = math.isfinite(loss) and bool(
+            torch.stack(grads).all() if grads else True
+        )
+        if self.last_step_finite:
+            self.optim(params)
+        zero_grads(params)
+        return loss
 
 
 def _rng_state() -> dict:
@@ -141,14 +177,18 @@ class Trainer:
         elbo = make_elbo(
             settings.elbo, settings.num_particles, getattr(model, "max_plate_nesting", None)
         )
-        self.svi = SVI(model.model, model.guide, optim, elbo)
+        self.svi = GuardedSVI(model.model, model.guide, optim, elbo)
         self.epoch = 0  # epochs completed
         self.history: list[dict] = []
         n = len(data.train_x)
         if settings.batch_size > n:
             raise ValueError(
-                f"trainer.batch_size = {settings.batch_size} exceeds the {n} training rows"
+                f"trainer.batch_size = {settings.batch_size} is not valid: it exceeds the {n} "
+                f"training rows of {getattr(data, 'name', 'the data set')}; it must be an "
+                f"integer from 1 to {n}."
             )
+        self.resumed_from: Path | None = None
+        self._stop_signal: int | None = None
         # full batches only: a ragged last batch would change shapes (and JIT traces) per epoch
         self.steps_per_epoch = n // settings.batch_size
 
@@ -158,7 +198,7 @@ class Trainer:
 
     def fit(self) -> list[dict]:
         """Trains until ``settings.epochs`` epochs are complete; returns the per-epoch history."""
-        with pyro.validation_enabled(self.settings.validate):
+        with pyro.validation_enabled(self.settings.validate), self._stop_on_signals():
             while self.epoch < self.settings.epochs:
                 record = self._train_epoch()
                 if self.evaluate and (
@@ -173,7 +213,46 @@ class Trainer:
                 tested = any(key.startswith("test/") for key in record)
                 level = logging.INFO if tested or self.epoch == 1 else logging.DEBUG
                 log.log(level, _epoch_line(record, self.settings.epochs))
+                self._stop_if_signalled(None)
         return self.history
+
+    @contextmanager
+    def _stop_on_signals(self) -> Iterator[None]:
+        """SIGINT and SIGTERM set a flag that the loop checks after each step, so a
+        checkpoint is never written half; a second signal stops at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only be set from the main thread
+            return
+
+        def handler(signum, frame):
+            if self._stop_signal is not None:  # asked twice: stop now, between two writes
+                self._stop_if_signalled(None)
+            self._stop_signal = signum
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    def _stop_if_signalled(self, step: int | None) -> None:
+        if self._stop_signal is None:
+            return
+        signum, self._stop_signal = self._stop_signal, None
+        where = (
+            f"at epoch {self.epoch + 1}, step {step + 1} of {self.steps_per_epoch}"
+            if step is not None
+            else f"after epoch {self.epoch}"
+        )
+        if self.epoch and self.checkpoint_path is not None:
+            kept = (
+                f"the checkpoint of epoch {self.epoch} is {self.checkpoint_path}; continue with "
+                f"the same overrides plus resume=true hydra.run.dir={self.out_dir}"
+            )
+        else:
+            kept = "no epoch was complete, so there is no checkpoint to resume from"
+        raise Interrupted(f"interrupted by {signal.Signals(signum).name} {where}: {kept}.", signum)
 
     def _train_epoch(self) -> dict:
         settings, data = self.settings, self.data
@@ -184,7 +263,7 @@ class Trainer:
             batches = torch.randperm(n, device=x.device)[: steps * b].view(steps, b)
         else:
             batches = (torch.randint(n, (b,), device=x.device) for _ in range(steps))
-        total = 0.0
+        total, skipped = 0.0, 0
         bar = tqdm(
             batches,
             total=steps,
@@ -198,30 +277,55 @@ class Trainer:
             args = (x[index],) if data.train_y is None else (x[index], data.train_y[index])
             with self.annealer:
                 loss = self.svi.step(*args, size=n)
-            if not math.isfinite(loss):
+            if not self.svi.last_step_finite:
+                what = (
+                    f"the loss became {loss}"
+                    if not math.isfinite(loss)
+                    else (f"a gradient became NaN or infinite (loss {loss:.6g})")
+                )
+                where = f"epoch {self.epoch + 1}, step {step + 1} of {steps}"
+                if self._skipped_steps() + skipped < settings.skip_nonfinite:
+                    skipped += 1
+                    log.warning(
+                        "%s at %s: step skipped, parameters unchanged (%d of at most %d skips)",
+                        what,
+                        where,
+                        self._skipped_steps() + skipped,
+                        settings.skip_nonfinite,
+                    )
+                    continue
                 kept = (
                     f"; the last good checkpoint {self.checkpoint_path} is kept"
-                    if self.history
+                    if self.history and self.checkpoint_path
                     else ""
                 )
                 raise TrainingDiverged(
-                    f"the loss became {loss} at epoch {self.epoch + 1}, step {step + 1} of {steps}{kept}. "
-                    "Try a smaller optim lr, gradient clipping (optim=clipped_adam) or a longer warm-up."
+                    f"{what} at {where}{kept}. Try a smaller optim lr, gradient clipping "
+                    "(optim=clipped_adam) or a longer warm-up; trainer.skip_nonfinite=N skips up "
+                    "to N such steps."
                 )
             total += loss
             if step % 10 == 0:
                 bar.set_postfix_str(
-                    f"loss/point {total / (step + 1) / n:.3f} beta {self.annealer.beta:.3g}"
+                    f"loss/point {total / (step + 1 - skipped) / n:.3f} beta {self.annealer.beta:.3g}"
                 )
+            self._stop_if_signalled(step)
         elapsed = time.perf_counter() - start
         previous_total = self.history[-1]["time/total_s"] if self.history else 0.0
-        return {
+        record = {
             "epoch": self.epoch + 1,
-            "train/loss": total / steps / n,  # the annealed objective, per data point
+            # the annealed objective per data point, over the steps taken
+            "train/loss": total / (steps - skipped) / n if steps > skipped else math.nan,
             "beta": self.annealer.beta,
             "time/epoch_s": elapsed,
             "time/total_s": previous_total + elapsed,
         }
+        if settings.skip_nonfinite:
+            record["train/skipped_steps"] = skipped
+        return record
+
+    def _skipped_steps(self) -> int:
+        return sum(h.get("train/skipped_steps", 0) for h in self.history)
 
     def _evaluate(self) -> dict:
         # a separate, seeded RNG stream: evaluation neither perturbs training nor varies by epoch
@@ -256,21 +360,31 @@ class Trainer:
         if self.out_dir is None:
             return
         save_checkpoint(self.state(), self.checkpoint_path)
-        with open(self.out_dir / METRICS_NAME, "a") as f:
-            f.write(json.dumps(self.history[-1]) + "\n")
+        self._write_metrics()
 
     def resume(self) -> None:
-        """Loads the run's checkpoint, refusing one from another model or config."""
+        """Loads the run's checkpoint, refusing one from another model or config.
+
+        An unreadable latest checkpoint is replaced by the previous one with a warning (see
+        :func:`~zoo.checkpoint.load_latest_checkpoint`); ``resumed_from`` says which was used.
+        """
         if self.checkpoint_path is None:
             raise CheckpointError("cannot resume: this trainer has no output folder")
-        state = load_checkpoint(self.checkpoint_path)
+        remove_stale_temps(self.checkpoint_path)
+        if not self.checkpoint_path.exists() and not previous_path(self.checkpoint_path).exists():
+            raise CheckpointError(
+                f"resume = true is not valid here: there is no checkpoint at {self.checkpoint_path}. "
+                "Point hydra.run.dir at the folder of the run to continue, or start without resume=true."
+            )
+        state, source = load_latest_checkpoint(self.checkpoint_path)
         if state["identity"] != self.identity:
             raise CheckpointError(
-                f"checkpoint {self.checkpoint_path} belongs to another run: it was made for "
+                f"checkpoint {source} belongs to another run: it was made for "
                 f"{state['identity']}, this run is {self.identity}. Resume with the config it was made with."
             )
         self.load_state(state)
-        self._rewrite_metrics()
+        self.resumed_from = source
+        self._write_metrics()  # it may hold epochs that finished after the checkpoint
 
     def load_state(self, state: dict) -> None:
         self.model.load_state_dict(state["module"])
@@ -299,9 +413,7 @@ class Trainer:
             )
             poutine.replay(self.model.model, trace=guide_trace)(*args, size=len(self.data.train_x))
 
-    def _rewrite_metrics(self) -> None:
-        # metrics.jsonl may hold an epoch that finished after the checkpoint was written
-        path = self.out_dir / METRICS_NAME
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(json.dumps(h) + "\n" for h in self.history))
-        os.replace(tmp, path)
+    def _write_metrics(self) -> None:
+        # the whole file each epoch (a few kB): a full disk or a kill never leaves half a line
+        text = "".join(json.dumps(h) + "\n" for h in self.history)
+        write_text_atomic(self.out_dir / METRICS_NAME, text, "metrics")

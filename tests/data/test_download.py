@@ -2,7 +2,12 @@
 
 import gzip
 import hashlib
+import json
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -123,6 +128,37 @@ def test_concurrent_downloads_leave_one_good_copy(http_server, idx_files):
     assert errors == []
     cache = cache_dir("mnist")
     assert _leftovers(cache) == []
+    for file_name, digest in made["sha256"].items():
+        data = gzip.decompress((cache / f"{file_name}.gz").read_bytes())
+        assert hashlib.sha256(data).hexdigest() == digest
+
+
+FETCH = """
+import dataclasses, json, sys
+from pathlib import Path
+from zoo.data.mnist import SPECS, load_idx_dataset
+url, checksums, system = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+spec = dataclasses.replace(SPECS["mnist"], system_dir=Path(system))
+print(len(load_idx_dataset(spec, urls=[url], checksums=checksums, progress=False).train_x))
+"""
+
+
+def test_two_processes_downloading_at_once_leave_one_good_copy(http_server, idx_files, tmp_path):
+    url, www = http_server
+    made = idx_files(www, n_train=3000)  # about 2 MB: the two downloads overlap
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    args = [sys.executable, "-c", FETCH, url, json.dumps(made["sha256"]), str(tmp_path / "sys")]
+    procs = [
+        subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert [out.strip() for out, _ in outputs] == ["3000", "3000"]
+    cache = cache_dir("mnist")
+    assert _leftovers(cache) == []
+    assert sorted(p.name for p in cache.iterdir()) == sorted(f"{n}.gz" for n in FILES.values())
     for file_name, digest in made["sha256"].items():
         data = gzip.decompress((cache / f"{file_name}.gz").read_bytes())
         assert hashlib.sha256(data).hexdigest() == digest

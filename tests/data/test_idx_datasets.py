@@ -111,3 +111,22 @@ def test_real_fashion_mnist_from_the_system_folder(monkeypatch):
     assert 0 <= ds.train_x.min() and ds.train_x.max() <= 1
     assert torch.equal(torch.bincount(ds.train_y), torch.full((10,), 6000))
     assert torch.equal(torch.bincount(ds.test_y), torch.full((10,), 1000))
+
+
+def test_empty_wrong_magic_and_truncated_files_are_refused_naming_the_file(tmp_path, idx_files):
+    idx_files(tmp_path, gz=False)
+    images = tmp_path / FILES["train_x"]
+    write_idx(images, torch.zeros(0, 28, 28, dtype=torch.uint8))
+    write_idx(tmp_path / FILES["train_y"], torch.zeros(0, dtype=torch.uint8))
+    with pytest.raises(DataError, match="holds no images") as info:
+        load_dataset("mnist", root=tmp_path)
+    assert str(images) in str(info.value)
+    idx_files(tmp_path, gz=False)
+    labels = tmp_path / FILES["test_y"]
+    labels.write_bytes(b"\x00\x00\x07\x01" + labels.read_bytes()[4:])
+    with pytest.raises(DataError, match=f"IDX file {labels} has bad magic number 0x00000701"):
+        load_dataset("mnist", root=tmp_path)
+    idx_files(tmp_path, gz=False)
+    images.write_bytes(images.read_bytes()[:-1])
+    with pytest.raises(DataError, match=f"IDX file {images} is truncated"):
+        load_dataset("mnist", root=tmp_path)

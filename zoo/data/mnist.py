@@ -119,6 +119,8 @@ def _read_split(images_path: Path, labels_path: Path) -> tuple[torch.Tensor, tor
             f"{labels_path}: expected uint8 labels of shape (N,), found {labels.dtype} of "
             f"shape {tuple(labels.shape)}."
         )
+    if len(images) == 0:
+        raise DataError(f"{images_path} holds no images; each part needs at least one.")
     if len(labels) != len(images):
         raise DataError(
             f"{labels_path} holds {len(labels)} labels but {images_path} holds "

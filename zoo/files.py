@@ -1,0 +1,67 @@
+"""Writing a run's files so that a crash or a full disk never leaves a torn one.
+
+Every result file (``summary.json``, ``metrics.jsonl``, ``config.yaml``, figures) is written
+to a temporary file in the same folder, flushed to disk, then renamed over the old one: a
+reader sees the old file or the new one, never half of one. When the write fails (disk
+full, read-only folder) the temporary file is removed, the old file is left as it was, and
+an :class:`~zoo.errors.OutputError` names the file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from zoo.errors import OutputError
+
+
+def temp_path(path: Path) -> Path:
+    """A hidden sibling of ``path``, unique to this process; the suffix is kept so that
+    writers that infer a format from the name (matplotlib) still do."""
+    return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+
+
+def fsync_dir(folder: Path) -> None:
+    """Makes a rename in ``folder`` durable; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None], what: str) -> Path:
+    """Calls ``write(f)`` on a temporary file, then renames it onto ``path``.
+
+    :param what: what the file is, for the error message (``"summary"``, ``"checkpoint"``).
+    :raises OutputError: naming ``path`` if it cannot be written; the old file is kept.
+    """
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        kept = "the previous file is kept" if path.exists() else "there is no previous file"
+        raise OutputError(
+            f"could not write the {what} {path}: {e.strerror or e}; {kept}. "
+            "Free some space or choose another output folder (hydra.run.dir=...)."
+        ) from e
+    fsync_dir(path.parent)
+    return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str, what: str) -> Path:
+    """:func:`write_atomic` for text (UTF-8)."""
+    return write_atomic(path, lambda f: f.write(text.encode()), what)
