@@ -6,6 +6,7 @@ with a message and status 130 or 143; during training the trainer itself handles
 :mod:`zoo.train`), so the checkpoint of the last completed epoch is always whole.
 """
 
+import logging
 import os
 import signal
 import sys
@@ -30,6 +31,9 @@ def config_dir() -> str:
 
 @hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    # a log file on a full disk must not print logging's own traceback: the run's error
+    # message says what could not be written
+    logging.raiseExceptions = False
     from zoo.app import format_summary, run  # imported here so that --help stays fast
     from zoo.errors import Interrupted, ZooError
 

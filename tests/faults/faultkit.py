@@ -19,7 +19,13 @@ from zoo.data.mnist import FILES
 # on each.
 MODELS_UNDER_TEST = [
     ["model=vae", "model.evaluation.iw_samples=20"],
-    ["model=bnn", "model.hidden_dims=[16]", "model.evaluation.num_samples=10", "data.n_train=256"],
+    [
+        "model=bnn",
+        "model.hidden_dims=[16]",
+        "model.evaluation.num_samples=10",
+        "data.n_train=256",
+        "trainer.batch_size=32",
+    ],
     [
         "model=gmm",
         "model.restarts=2",

@@ -61,7 +61,7 @@ def test_skip_nonfinite_skips_bad_steps_and_counts_them(model_args, tmp_path, mo
     assert caplog.text.count("step skipped") == 2
     assert "epoch 1, step 2" in caplog.text and f"epoch 3, step 1 of {steps}" in caplog.text
     assert summary["train"]["train/skipped_steps"] == 1  # the last epoch's
-    assert math.isfinite(summary["metrics"]["test/elbo"])
+    assert all(math.isfinite(v) for v in summary["metrics"].values() if isinstance(v, float))
 
 
 def test_more_bad_steps_than_allowed_stop_the_run(model_args, tmp_path, monkeypatch):
