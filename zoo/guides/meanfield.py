@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from pyro import poutine
 from pyro.distributions import constraints
 from pyro.distributions.transforms import biject_to
+from pyro.infer.autoguide import AutoGuide
 from pyro.infer.autoguide.initialization import init_to_median
-from pyro.nn import PyroModule
 
 from zoo.guides.naming import unique_name
 
@@ -54,7 +54,7 @@ def _inverse_softplus(x: torch.Tensor) -> torch.Tensor:
     return x + torch.log(-torch.expm1(-x))
 
 
-class MeanField(PyroModule):
+class MeanField(AutoGuide):
     """q(z) = prod over latent sites of one independent factor, matched to the site's support.
 
     Family: ``normal`` for real sites, ``lognormal`` for positive ones, ``dirichlet`` for the
@@ -112,8 +112,10 @@ class MeanField(PyroModule):
                 raise ValueError(
                     f"families[{name!r}] = {family!r} is not a family; valid: {', '.join(FAMILIES)}"
                 )
-        super().__init__(name=unique_name(type(self).__name__))
-        self._model = (model,)  # a tuple, so the model is not registered as a submodule
+        super().__init__(model)
+        # AutoGuide names every instance after its class; two such guides in one process
+        # would then share parameters through Pyro's param store
+        self._pyro_name = unique_name(type(self).__name__)
         self.families = dict(families or {})
         self.init_values = dict(init_values or {})
         self.init_scale = init_scale
@@ -308,13 +310,18 @@ class MeanField(PyroModule):
         return result
 
     @torch.no_grad()
-    def quantiles(self, quantiles, num_samples: int = 1000) -> dict[str, torch.Tensor]:
+    def quantiles(
+        self, quantiles, *args, num_samples: int = 1000, **kwargs
+    ) -> dict[str, torch.Tensor]:
         """Marginal quantiles of each factor, shaped ``(len(quantiles), *site_shape)``.
 
         Exact for Normal and LogNormal factors and for transformed Normals whose transform
         acts elementwise; for Dirichlet, Beta and other transformed Normals, the empirical
-        quantiles of ``num_samples`` draws.
+        quantiles of ``num_samples`` draws. Takes the model's arguments (used only to set the
+        guide up if it was never called).
         """
+        if not self.is_setup:
+            self.setup(*args, **kwargs)
         result = {}
         for name, info in self._sites.items():
             family = self.family[name]
