@@ -124,7 +124,9 @@ class BayesByBackprop(AutoGuide):
                     "real-valued sites only (model a positive quantity by its logarithm)"
                 )
             with torch.no_grad():
-                loc = self.init_loc_fn(site).detach().to(site["value"])
+                # a copy with its own memory: init functions may return expanded tensors, into
+                # which load_state_dict cannot copy
+                loc = self.init_loc_fn(site).detach().to(site["value"]).clone().contiguous()
             if loc.shape != site["value"].shape:
                 raise ValueError(
                     f"init_loc_fn gave shape {tuple(loc.shape)} for site {name!r} of shape "

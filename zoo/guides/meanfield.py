@@ -35,13 +35,17 @@ def _base_support(support: constraints.Constraint) -> constraints.Constraint:
 
 
 def family_for(support: constraints.Constraint) -> str:
-    """The family matched to a support: real -> ``normal``, positive -> ``lognormal``,
+    """The family matched to a support: real -> ``normal``, positive or nonnegative ->
+    ``lognormal``,
     simplex -> ``dirichlet``, unit interval -> ``beta``, anything else -> ``transformed_normal``
     (a Normal in the unconstrained space pushed through ``biject_to(support)``)."""
     base = _base_support(support)
     if base is constraints.real:
         return "normal"
-    if isinstance(base, constraints.greater_than) and base.lower_bound == 0:
+    if (
+        isinstance(base, (constraints.greater_than, constraints.greater_than_eq))
+        and base.lower_bound == 0
+    ):
         return "lognormal"
     if base is constraints.simplex:
         return "dirichlet"
