@@ -1,8 +1,8 @@
 """Amortized Normal guide: an encoder network outputs q(z|x) for every data point.
 
-The guide mirrors the model's data plate (from ``create_plates``, as Pyro's autoguides do),
-so it works with subsampled plates, and it can sit beside a guide for global sites in an
-``AutoGuideList``. Its parameters live in the guide (the encoder is a submodule) and are
+An :class:`~pyro.infer.autoguide.AutoGuide`: it mirrors the model's data plate (from
+``create_plates`` as Pyro's autoguides do, else from a trace of the model), so it works with
+subsampled plates, and it can sit beside a guide for global sites in an ``AutoGuideList``. Its parameters live in the guide (the encoder is a submodule) and are
 registered in Pyro's param store under a name unique to this guide, so two guides in one
 process never share parameters.
 """
@@ -165,7 +165,7 @@ class AmortizedNormal(AutoGuide):
         return {self.site: self.distribution(*args, **kwargs).mean}
 
     @torch.no_grad()
-    def quantiles(self, quantiles, *args, **kwargs) -> dict[str, torch.Tensor]:
+    def quantiles(self, quantiles: Sequence[float], *args, **kwargs) -> dict[str, torch.Tensor]:
         """Quantiles of each data point's latent, stacked along a new first dim.
 
         :param quantiles: levels in (0, 1), e.g. ``[0.05, 0.5, 0.95]``.

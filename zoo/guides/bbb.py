@@ -11,7 +11,7 @@ so ``TraceMeanField_ELBO`` finds torch's closed-form KL against a Normal prior.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from operator import attrgetter
 
@@ -178,7 +178,7 @@ class BayesByBackprop(AutoGuide):
         }
 
     @torch.no_grad()
-    def quantiles(self, quantiles, *args, **kwargs) -> dict[str, torch.Tensor]:
+    def quantiles(self, quantiles: Sequence[float], *args, **kwargs) -> dict[str, torch.Tensor]:
         """Posterior quantiles of each latent site, stacked along a new first dim.
 
         :param quantiles: a list of levels in (0, 1), e.g. ``[0.05, 0.5, 0.95]``.

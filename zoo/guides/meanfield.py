@@ -10,7 +10,7 @@ Monte Carlo term ``log p(z) - log q(z)`` with the right log-Jacobian everywhere 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 
 import pyro
@@ -315,7 +315,7 @@ class MeanField(AutoGuide):
 
     @torch.no_grad()
     def quantiles(
-        self, quantiles, *args, num_samples: int = 1000, **kwargs
+        self, quantiles: Sequence[float], *args, num_samples: int = 1000, **kwargs
     ) -> dict[str, torch.Tensor]:
         """Marginal quantiles of each factor, shaped ``(len(quantiles), *site_shape)``.
 
