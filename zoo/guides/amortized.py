@@ -1,8 +1,8 @@
 """Amortized Normal guide: an encoder network outputs q(z|x) for every data point.
 
-The guide mirrors the model's data plate (from ``create_plates``, as Pyro's autoguides do),
-so it works with subsampled plates, and it can sit beside a guide for global sites in an
-``AutoGuideList``. Its parameters live in the guide (the encoder is a submodule) and are
+An :class:`~pyro.infer.autoguide.AutoGuide`: it mirrors the model's data plate (from
+``create_plates`` as Pyro's autoguides do, else from a trace of the model), so it works with
+subsampled plates, and it can sit beside a guide for global sites in an ``AutoGuideList``. Its parameters live in the guide (the encoder is a submodule) and are
 registered in Pyro's param store under a name unique to this guide, so two guides in one
 process never share parameters.
 """
@@ -10,13 +10,14 @@ process never share parameters.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 
 import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from pyro import poutine
-from pyro.nn import PyroModule
+from pyro.infer.autoguide import AutoGuide
 
 from zoo.guides.naming import unique_name
 
@@ -26,7 +27,7 @@ _SCALES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-class AmortizedNormal(PyroModule):
+class AmortizedNormal(AutoGuide):
     """q(z_i | x_i) = Normal(loc(x_i), scale(x_i)) for a local latent site inside a data plate.
 
     Family: a diagonal Normal per data point, ``event_dim`` taken from the model's site.
@@ -78,57 +79,104 @@ class AmortizedNormal(PyroModule):
     ) -> None:
         if scale not in _SCALES:
             raise ValueError(f"scale must be one of {sorted(_SCALES)}, got {scale!r}")
-        super().__init__(name=unique_name(type(self).__name__))
-        self._model = (model,)  # a tuple, so the model is not registered as a submodule
+        super().__init__(model, create_plates=create_plates)
+        # AutoGuide names every instance after its class; two such guides in one process
+        # would then share parameters through Pyro's param store
+        self._pyro_name = unique_name(type(self).__name__)
         self.encoder = encoder
         self.site = site
         self.scale = scale
-        self.create_plates = create_plates
         self.encoder_inputs = encoder_inputs
         self._event_dim: int | None = None
 
     def _setup_prototype(self, *args, **kwargs) -> None:
-        with poutine.block(), torch.no_grad():
-            trace = poutine.trace(self._model[0]).get_trace(*args, **kwargs)
-        node = trace.nodes.get(self.site)
-        if node is None or node["type"] != "sample":
+        super()._setup_prototype(*args, **kwargs)
+        node = self.prototype_trace.nodes.get(self.site)
+        if node is None or node["type"] != "sample" or node["is_observed"]:
+            with poutine.block(), torch.no_grad():
+                trace = poutine.trace(self.model).get_trace(*args, **kwargs)
+            node = trace.nodes.get(self.site)
+            if node is not None and node["type"] == "sample" and node["is_observed"]:
+                raise ValueError(
+                    f"site {self.site!r} is observed; an amortized guide covers latent sites"
+                )
             sites = [n for n, s in trace.nodes.items() if s["type"] == "sample"]
             raise ValueError(
                 f"the model has no sample site {self.site!r}; its sample sites: {sites}"
             )
-        if node["is_observed"]:
-            raise ValueError(
-                f"site {self.site!r} is observed; an amortized guide covers latent sites"
-            )
         self._event_dim = node["fn"].event_dim
+        self._frames = [f for f in node["cond_indep_stack"] if f.vectorized]
 
-    def _plates(self, *args, **kwargs) -> list:
-        if self.create_plates is None:
-            return []
-        plates = self.create_plates(*args, **kwargs)
-        return [plates] if isinstance(plates, pyro.plate) else list(plates)
+    def setup(self, *args, **kwargs) -> AmortizedNormal:
+        """Traces the model with these arguments to find the site's event dim and plates;
+        done by the first call, or by :meth:`distribution` and :meth:`median`."""
+        if self.prototype_trace is None:
+            self._setup_prototype(*args, **kwargs)
+        return self
+
+    def _inputs(self, *args, **kwargs) -> tuple:
+        return self.encoder_inputs(*args, **kwargs) if self.encoder_inputs else (args[0],)
 
     def distribution(self, *args, **kwargs) -> dist.Distribution:
         """q(z|x) for a batch, without sampling: ``Normal(loc, scale)`` with the site's event dim."""
-        if self._event_dim is None:
-            self._setup_prototype(*args, **kwargs)
-        inputs = self.encoder_inputs(*args, **kwargs) if self.encoder_inputs else (args[0],)
+        self.setup(*args, **kwargs)
+        return self._q(self._inputs(*args, **kwargs))
+
+    def _q(self, inputs: tuple) -> dist.Distribution:
         loc, raw_scale = self.encoder(*inputs)
         return dist.Normal(loc, _SCALES[self.scale](raw_scale)).to_event(self._event_dim)
 
     def forward(self, *args, **kwargs) -> dict[str, torch.Tensor]:
-        if self._event_dim is None:  # before entering the plates: the prototype runs the model
-            self._setup_prototype(*args, **kwargs)
-        plates = self._plates(*args, **kwargs)
-        for plate in plates:
-            plate.__enter__()
-        try:
-            z = pyro.sample(self.site, self.distribution(*args, **kwargs))
-        finally:
-            for plate in reversed(plates):
-                plate.__exit__(None, None, None)
+        """Draws the site for the batch (or the plate's subsample of it); takes the model's
+        arguments."""
+        self.setup(*args, **kwargs)  # before entering the plates: it runs the model
+        given = self._create_plates(*args, **kwargs) if self.master is not None else {}
+        if self.master is None and self.create_plates is not None:
+            plates = self.create_plates(*args, **kwargs)
+            plates = [plates] if isinstance(plates, pyro.plate) else plates
+            given = {p.name: p for p in plates}
+        inputs = self._inputs(*args, **kwargs)
+        with ExitStack() as stack:
+            later = []
+            for frame in self._frames:
+                plate = given.get(frame.name)
+                if plate is None and (frame.full_size or frame.size) != frame.size:
+                    # the model draws a random subsample: so does the guide, and the model
+                    # replays the guide's indices
+                    plate = pyro.plate(
+                        frame.name, frame.full_size, subsample_size=frame.size, dim=frame.dim
+                    )
+                if plate is None:
+                    later.append(frame)
+                    continue
+                indices = stack.enter_context(plate)
+                if plate.subsample_size < plate.size:  # the encoder sees the subsample's rows
+                    inputs = tuple(_rows(v, indices, plate.size) for v in inputs)
+            q = self._q(inputs)
+            for frame in later:  # plates of the batch's own size, read off the encoder's output
+                size = q.batch_shape[frame.dim] if len(q.batch_shape) >= -frame.dim else 1
+                stack.enter_context(pyro.plate(frame.name, size, dim=frame.dim))
+            z = pyro.sample(self.site, q)
         return {self.site: z}
 
+    @torch.no_grad()
     def median(self, *args, **kwargs) -> dict[str, torch.Tensor]:
-        """The posterior median (= mean) of each data point's latent."""
+        """The posterior median (= mean) of each data point's latent, for the whole batch."""
         return {self.site: self.distribution(*args, **kwargs).mean}
+
+    @torch.no_grad()
+    def quantiles(self, quantiles: Sequence[float], *args, **kwargs) -> dict[str, torch.Tensor]:
+        """Quantiles of each data point's latent, stacked along a new first dim.
+
+        :param quantiles: levels in (0, 1), e.g. ``[0.05, 0.5, 0.95]``.
+        """
+        q = self.distribution(*args, **kwargs).base_dist
+        levels = torch.as_tensor(quantiles, dtype=q.loc.dtype, device=q.loc.device)
+        return {self.site: q.icdf(levels.reshape((-1,) + (1,) * q.loc.dim()))}
+
+
+def _rows(value, indices: torch.Tensor, size: int):
+    """The rows ``indices`` of a tensor with one row per data point; anything else as it is."""
+    if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == size:
+        return value.index_select(0, indices.to(value.device))
+    return value

@@ -11,7 +11,7 @@ so ``TraceMeanField_ELBO`` finds torch's closed-form KL against a Normal prior.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from operator import attrgetter
 
@@ -124,7 +124,9 @@ class BayesByBackprop(AutoGuide):
                     "real-valued sites only (model a positive quantity by its logarithm)"
                 )
             with torch.no_grad():
-                loc = self.init_loc_fn(site).detach().to(site["value"])
+                # a copy with its own memory: init functions may return expanded tensors, into
+                # which load_state_dict cannot copy
+                loc = self.init_loc_fn(site).detach().to(site["value"]).clone().contiguous()
             if loc.shape != site["value"].shape:
                 raise ValueError(
                     f"init_loc_fn gave shape {tuple(loc.shape)} for site {name!r} of shape "
@@ -176,7 +178,7 @@ class BayesByBackprop(AutoGuide):
         }
 
     @torch.no_grad()
-    def quantiles(self, quantiles, *args, **kwargs) -> dict[str, torch.Tensor]:
+    def quantiles(self, quantiles: Sequence[float], *args, **kwargs) -> dict[str, torch.Tensor]:
         """Posterior quantiles of each latent site, stacked along a new first dim.
 
         :param quantiles: a list of levels in (0, 1), e.g. ``[0.05, 0.5, 0.95]``.

@@ -10,7 +10,7 @@ Monte Carlo term ``log p(z) - log q(z)`` with the right log-Jacobian everywhere 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 
 import pyro
@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from pyro import poutine
 from pyro.distributions import constraints
 from pyro.distributions.transforms import biject_to
+from pyro.infer.autoguide import AutoGuide
 from pyro.infer.autoguide.initialization import init_to_median
-from pyro.nn import PyroModule
 
 from zoo.guides.naming import unique_name
 
@@ -35,13 +35,17 @@ def _base_support(support: constraints.Constraint) -> constraints.Constraint:
 
 
 def family_for(support: constraints.Constraint) -> str:
-    """The family matched to a support: real -> ``normal``, positive -> ``lognormal``,
+    """The family matched to a support: real -> ``normal``, positive or nonnegative ->
+    ``lognormal``,
     simplex -> ``dirichlet``, unit interval -> ``beta``, anything else -> ``transformed_normal``
     (a Normal in the unconstrained space pushed through ``biject_to(support)``)."""
     base = _base_support(support)
     if base is constraints.real:
         return "normal"
-    if isinstance(base, constraints.greater_than) and base.lower_bound == 0:
+    if (
+        isinstance(base, (constraints.greater_than, constraints.greater_than_eq))
+        and base.lower_bound == 0
+    ):
         return "lognormal"
     if base is constraints.simplex:
         return "dirichlet"
@@ -54,7 +58,7 @@ def _inverse_softplus(x: torch.Tensor) -> torch.Tensor:
     return x + torch.log(-torch.expm1(-x))
 
 
-class MeanField(PyroModule):
+class MeanField(AutoGuide):
     """q(z) = prod over latent sites of one independent factor, matched to the site's support.
 
     Family: ``normal`` for real sites, ``lognormal`` for positive ones, ``dirichlet`` for the
@@ -112,8 +116,10 @@ class MeanField(PyroModule):
                 raise ValueError(
                     f"families[{name!r}] = {family!r} is not a family; valid: {', '.join(FAMILIES)}"
                 )
-        super().__init__(name=unique_name(type(self).__name__))
-        self._model = (model,)  # a tuple, so the model is not registered as a submodule
+        super().__init__(model)
+        # AutoGuide names every instance after its class; two such guides in one process
+        # would then share parameters through Pyro's param store
+        self._pyro_name = unique_name(type(self).__name__)
         self.families = dict(families or {})
         self.init_values = dict(init_values or {})
         self.init_scale = init_scale
@@ -308,13 +314,18 @@ class MeanField(PyroModule):
         return result
 
     @torch.no_grad()
-    def quantiles(self, quantiles, num_samples: int = 1000) -> dict[str, torch.Tensor]:
+    def quantiles(
+        self, quantiles: Sequence[float], *args, num_samples: int = 1000, **kwargs
+    ) -> dict[str, torch.Tensor]:
         """Marginal quantiles of each factor, shaped ``(len(quantiles), *site_shape)``.
 
         Exact for Normal and LogNormal factors and for transformed Normals whose transform
         acts elementwise; for Dirichlet, Beta and other transformed Normals, the empirical
-        quantiles of ``num_samples`` draws.
+        quantiles of ``num_samples`` draws. Takes the model's arguments (used only to set the
+        guide up if it was never called).
         """
+        if not self.is_setup:
+            self.setup(*args, **kwargs)
         result = {}
         for name, info in self._sites.items():
             family = self.family[name]

@@ -19,6 +19,8 @@ an ordinary ``F.linear``. Wrap both the guide and the model (or the whole SVI st
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from pyro.distributions import Independent, Normal
@@ -99,7 +101,9 @@ class LocalReparameterizationMessenger(Messenger):
         msg["done"] = True
 
 
-def local_reparameterization(fn=None):
+def local_reparameterization(
+    fn: Callable | None = None,
+) -> LocalReparameterizationMessenger | Callable:
     """Samples pre-activations of :func:`linear` layers: see
     :class:`LocalReparameterizationMessenger`.
 
