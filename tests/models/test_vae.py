@@ -44,3 +44,10 @@ def test_evaluate_reports_elbo_parts_log_px_and_active_units():
     assert metrics["test/elbo"] < metrics["test/log_px"] < 0
     assert 0 <= metrics["test/active_units"] <= 4
     assert metrics["test/iw_samples"] == 10
+
+
+def test_encoder_and_decoder_have_one_activation_between_linear_layers():
+    vae = VAE(64, latent_dim=3, hidden_dims=[20, 10])
+    kinds = [type(m).__name__ for m in vae.encoder.encoder.net]
+    assert kinds == ["Linear", "Softplus", "Linear", "Softplus", "Linear"]
+    assert [type(m).__name__ for m in vae.decoder] == kinds

@@ -47,8 +47,6 @@ class Encoder(nn.Module):
     ):
         super().__init__()
         self.net = mlp([num_features, *hidden_dims, 2 * latent_dim], activation)
-        if hidden_dims:  # the last hidden layer feeds loc and raw_scale through an activation
-            self.net.insert(len(self.net) - 1, ACTIVATIONS[activation]())
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         loc, raw_scale = self.net(x).chunk(2, dim=-1)
