@@ -15,7 +15,9 @@ scikit-learn's, checking every ``--check-every`` steps (the checks are not on th
 subprocess reports its peak resident memory (``ru_maxrss``) and that after loading the data.
 
     python benchmarks/gmm_vs_torch.py --part step --sizes 1e5 1e6 1e7
+    python benchmarks/gmm_vs_torch.py --part step --sizes 1e5 1e6 1e7 --elbo jit
     python benchmarks/gmm_vs_torch.py --part fit --sizes 1e5 1e6
+    python benchmarks/gmm_vs_torch.py --part fit --sizes 1e5 1e6 1e7 --restarts 1 --restart-steps 50
 """
 
 from __future__ import annotations
@@ -107,9 +109,9 @@ class TorchGMM:
             loss.item()
 
 
-def zoo_trainer(model: GMM, data, batch_size: int, lr: float) -> Trainer:
+def zoo_trainer(model: GMM, data, batch_size: int, lr: float, elbo: str = "trace") -> Trainer:
     settings = TrainSettings(
-        epochs=0, batch_size=batch_size, sampling="replacement", progress=False
+        epochs=0, batch_size=batch_size, sampling="replacement", progress=False, elbo=elbo
     )
     return Trainer(model, data, pyro.optim.Adam({"lr": lr}), settings)
 
@@ -127,7 +129,7 @@ def part_step(args) -> dict:
         pyro.set_rng_seed(0)
         model = GMM.build(data, components=K, restarts=1, restart_steps=20)
         reference = TorchGMM(model)
-        trainer = zoo_trainer(model, data, args.batch_size, 0.01)
+        trainer = zoo_trainer(model, data, args.batch_size, 0.01, args.elbo)
         zoo_ms, torch_ms = [], []
         for round_ in range(args.rounds + 1):  # round 0 warms up and is left out
             start = time.perf_counter()
@@ -182,12 +184,21 @@ def worker_sklearn(n: int, seed: int) -> dict:
     }
 
 
-def worker_zoo(n: int, target: float, tolerance: float, check_every: int, max_steps: int):
+def worker_zoo(
+    n: int,
+    target: float,
+    tolerance: float,
+    check_every: int,
+    max_steps: int,
+    restarts: int,
+    restart_steps: int,
+):
     data = synthetic(n)
     rss_data = maxrss_mb()
     pyro.set_rng_seed(0)
     start = time.perf_counter()
-    model = GMM.build(data, components=K)  # k-means++ restarts on at most 10k rows: on the clock
+    # k-means++ starts, each trained restart_steps steps on at most 10k rows: on the clock
+    model = GMM.build(data, components=K, restarts=restarts, restart_steps=restart_steps)
     trainer = zoo_trainer(model, data, 1000, 0.01)
     build_s = time.perf_counter() - start
     train_s, steps, checks = 0.0, 0, []
@@ -239,6 +250,10 @@ def part_fit(args) -> dict:
             str(args.check_every),
             "--max-steps",
             str(args.max_steps),
+            "--restarts",
+            str(args.restarts),
+            "--restart-steps",
+            str(args.restart_steps),
         )
         ratio = zoo["time_to_target_s"] / sk["fit_s"]
         rows.append({"n": n, "sklearn": sk, "zoo": zoo, "time_ratio": ratio})
@@ -259,11 +274,18 @@ def main() -> None:
     parser.add_argument("--part", choices=["step", "fit"], default="step")
     parser.add_argument("--sizes", type=float, nargs="+", default=[1e5, 1e6])
     parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument(
+        "--elbo", default="trace", choices=["trace", "jit"], help="the zoo's trainer.elbo (step)"
+    )
     parser.add_argument("--steps", type=int, default=200, help="steps per method per round")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--tolerance", type=float, default=0.01, help="nats per point")
     parser.add_argument("--check-every", type=int, default=50, help="steps between checks")
     parser.add_argument("--max-steps", type=int, default=5000)
+    parser.add_argument("--restarts", type=int, default=4, help="model.restarts (zoo default 4)")
+    parser.add_argument(
+        "--restart-steps", type=int, default=200, help="model.restart_steps (zoo default 200)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: default)")
     parser.add_argument("--worker", choices=["sklearn", "zoo"], help=argparse.SUPPRESS)
     parser.add_argument("--target", type=float, help=argparse.SUPPRESS)
@@ -280,7 +302,13 @@ def main() -> None:
         return
     if args.worker == "zoo":
         result = worker_zoo(
-            args.sizes[0], args.target, args.tolerance, args.check_every, args.max_steps
+            args.sizes[0],
+            args.target,
+            args.tolerance,
+            args.check_every,
+            args.max_steps,
+            args.restarts,
+            args.restart_steps,
         )
         print(json.dumps(result))
         return
