@@ -1,6 +1,7 @@
 """The SVI trainer: resume equals uninterrupted, the NaN stop, checkpoint identity."""
 
 import json
+import math
 
 import pyro
 import pytest
@@ -11,7 +12,7 @@ from zoo.data import load_dataset
 from zoo.errors import CheckpointError, TrainingDiverged
 from zoo.models import VAE
 from zoo.schedules import make_schedule
-from zoo.train import Trainer, TrainSettings
+from zoo.train import GuardedSVI, Trainer, TrainSettings, all_finite
 
 SETTINGS = TrainSettings(epochs=4, batch_size=256, progress=False, validate=True, eval_every=2)
 
@@ -139,3 +140,40 @@ def test_every_elbo_trains(digits, elbo):
     history = make_trainer(digits, None, settings=settings).fit()
     assert history[-1]["train/loss"] < history[0]["train/loss"]
     assert history[-1]["test/elbo"] > -45
+
+
+@pytest.mark.parametrize(
+    "tensors, expected",
+    [
+        ([], True),
+        ([torch.ones(3), torch.ones(2, 2, dtype=torch.float64)], True),
+        ([torch.full((4,), 3e38), torch.ones(2)], True),  # finite, though the sum overflows
+        ([torch.ones(3), torch.tensor([1.0, math.nan])], False),
+        ([torch.tensor([math.inf, -math.inf])], False),  # the sum is NaN
+        ([torch.tensor([-math.inf])], False),
+    ],
+)
+def test_all_finite_is_exact(tensors, expected):
+    assert all_finite(tensors) is expected
+
+
+def test_a_step_with_an_infinite_gradient_leaves_the_parameters_untouched(digits):
+    pyro.set_rng_seed(0)
+    model = VAE(digits.num_features, latent_dim=2, hidden_dims=[16])
+    svi = GuardedSVI(
+        model.model, model.guide, pyro.optim.Adam({"lr": 1e-2}), pyro.infer.Trace_ELBO()
+    )
+    x = model.prepare_epoch(digits.train_x[:8])  # binary pixels
+    svi.step(x)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    hook = model.decoder[0].weight.register_hook(
+        lambda g: g.index_fill(0, torch.tensor([0]), math.inf)
+    )
+    loss = svi.step(x)
+    hook.remove()
+    assert math.isfinite(loss) and not svi.last_step_finite
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    svi.step(x)
+    assert svi.last_step_finite
+    assert not torch.equal(model.decoder[0].weight, before["decoder.0.weight"])

@@ -1,7 +1,8 @@
 """Figures: small functions that each write one PNG and return its path.
 
-matplotlib is imported with the non-interactive Agg backend: runs happen on machines with
-no display.
+matplotlib is imported at the first figure (it takes most of a second, which a run should
+not pay before its first step) with the non-interactive Agg backend: runs happen on machines
+with no display.
 """
 
 from __future__ import annotations
@@ -9,14 +10,20 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+from zoo.errors import OutputError
+from zoo.files import write_atomic
 
-from zoo.errors import OutputError  # noqa: E402
-from zoo.files import write_atomic  # noqa: E402
+
+def _pyplot():
+    """``matplotlib.pyplot`` on the Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _save(fig, path: Path) -> Path:
@@ -34,7 +41,7 @@ def _save(fig, path: Path) -> Path:
             "figure",
         )
     finally:
-        plt.close(fig)
+        _pyplot().close(fig)
     return path
 
 
@@ -55,7 +62,7 @@ def image_grid(
 ) -> Path:
     """A grid of grey-scale images (values in [0, 1], 1 = ink)."""
     columns = math.ceil(math.sqrt(len(images)))
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = _pyplot().subplots(figsize=(5, 5))
     ax.imshow(_tile(images, shape, columns), cmap="gray_r", vmin=0, vmax=1)
     ax.set_axis_off()
     ax.set_title(title)
@@ -72,7 +79,7 @@ def image_pairs(
 ) -> Path:
     """Each input beside its output, in pairs of columns."""
     pairs = torch.stack([inputs, outputs], dim=1).reshape(2 * len(inputs), -1)
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = _pyplot().subplots(figsize=(8, 4))
     ax.imshow(_tile(pairs, shape, columns=16), cmap="gray_r", vmin=0, vmax=1)
     ax.set_axis_off()
     ax.set_title(title)
@@ -81,7 +88,7 @@ def image_pairs(
 
 def elbo_curve(history: list[dict], path: Path) -> Path:
     """Training objective and test ELBO per data point against the epoch, beta on a twin axis."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _pyplot().subplots(figsize=(6, 4))
     epochs = [h["epoch"] for h in history]
     ax.plot(epochs, [-h["train/loss"] for h in history], label="train: annealed ELBO (MC)")
     tested = [h for h in history if "test/elbo" in h]
@@ -106,7 +113,7 @@ def elbo_curve(history: list[dict], path: Path) -> Path:
 def latent_scatter(z: torch.Tensor, labels: torch.Tensor, path: Path) -> Path:
     """2-D posterior means coloured by label."""
     z, labels = z.detach().cpu(), labels.detach().cpu()
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = _pyplot().subplots(figsize=(5, 5))
     points = ax.scatter(z[:, 0], z[:, 1], c=labels, cmap="tab10", s=4, alpha=0.7)
     fig.colorbar(points, ax=ax, label="label")
     ax.set_xlabel("z[0]")
@@ -132,8 +139,8 @@ def mixture_ellipses(
 
     x, assignment = x.detach().cpu(), assignment.detach().cpu()
     weights, locs, scales = (t.detach().cpu() for t in (weights, locs, scales))
-    colours = plt.get_cmap("tab10")
-    fig, ax = plt.subplots(figsize=(6, 5))
+    colours = _pyplot().get_cmap("tab10")
+    fig, ax = _pyplot().subplots(figsize=(6, 5))
     ax.scatter(x[:, 0], x[:, 1], c=[colours(k % 10) for k in assignment.tolist()], s=6, alpha=0.5)
     for k in range(len(weights)):
         for n_sigma, style in ((1, "-"), (2, "--")):
@@ -179,7 +186,7 @@ def regression_bands(
     :param intervals: ``{level: (low (G,), high (G,))}``, e.g. for 0.5 and 0.95.
     """
     grid, predictions = grid.detach().cpu(), predictions.detach().cpu()
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = _pyplot().subplots(figsize=(7, 4))
     for level, alpha in zip(sorted(intervals, reverse=True), (0.2, 0.4, 0.6)):
         low, high = (t.detach().cpu() for t in intervals[level])
         ax.fill_between(grid, low, high, color="C0", alpha=alpha, lw=0, label=f"{level:.0%}")
@@ -212,7 +219,7 @@ def reliability_diagram(
     bins = len(counts)
     centers = (torch.arange(bins) + 0.5) / bins
     used = counts > 0
-    fig, (ax, hist) = plt.subplots(
+    fig, (ax, hist) = _pyplot().subplots(
         2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
     )
     ax.bar(centers[used], accuracy[used], width=1 / bins, edgecolor="k", label="accuracy")

@@ -87,6 +87,21 @@ def make_elbo(
     return ELBOS[name](num_particles=num_particles, vectorize_particles=False, **nesting)
 
 
+def all_finite(tensors: list[torch.Tensor]) -> bool:
+    """Whether every element of every tensor is finite, with one sync.
+
+    A sum of finite numbers is finite unless it overflows, and a sum with a NaN or an
+    infinity in it is not: one ``sum`` per tensor (a fast reduction, no temporary the size of
+    the tensor, unlike ``isfinite``) decides almost every step, and only a non-finite total
+    is checked element by element, so a finite step whose sum overflows still counts as finite.
+    """
+    if not tensors:
+        return True
+    if math.isfinite(torch.stack([t.sum() for t in tensors]).sum().item()):
+        return True
+    return all(bool(t.isfinite().all()) for t in tensors)
+
+
 class GuardedSVI(SVI):
     """``SVI`` whose step leaves the parameters alone when the loss or a gradient is NaN or
     infinite, and says so in ``last_step_finite``; a finite step does exactly what
@@ -98,10 +113,8 @@ class GuardedSVI(SVI):
         with poutine.trace(param_only=True) as param_capture:
             loss = torch_item(self.loss_and_grads(self.model, self.guide, *args, **kwargs))
         params = set(site["value"].unconstrained() for site in param_capture.trace.nodes.values())
-        grads = [p.grad.isfinite().all() for p in params if p.grad is not None]
-        self.last_step_finite = math.isfinite(loss) and bool(
-            torch.stack(grads).all() if grads else True
-        )
+        grads = [p.grad for p in params if p.grad is not None]
+        self.last_step_finite = math.isfinite(loss) and all_finite(grads)
         if self.last_step_finite:
             self.optim(params)
         zero_grads(params)
