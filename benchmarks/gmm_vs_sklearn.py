@@ -30,7 +30,7 @@ from zoo.data import load_dataset
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path, help="a zoo run folder on synthetic_gmm data")
+    parser.add_argument("run_dir", type=Path, help="a zoo run folder of model=gmm")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -41,6 +41,7 @@ def main() -> None:
     train_x, test_x = data.train_x.numpy(), data.test_x.numpy()
     test_y = None if data.test_y is None else data.test_y.numpy()
     k = cfg["model"]["components"]
+    log_jacobian = 0.0 if data.std is None else float(data.std.log().sum())
 
     metrics = summary["metrics"]
     rows = [
@@ -60,7 +61,9 @@ def main() -> None:
         start = time.perf_counter()
         model.fit(train_x)
         elapsed = time.perf_counter() - start
-        log_lik = float(model.score(test_x))  # mean log-likelihood per test point
+        # mean log-likelihood per test point, in the data's original units as the zoo reports
+        # it: standardized data carry the Jacobian -sum(log std)
+        log_lik = float(model.score(test_x)) - log_jacobian
         ari = None if test_y is None else adjusted_rand_score(test_y, model.predict(test_x))
         rows.append((name, log_lik, None, ari, elapsed))
 
