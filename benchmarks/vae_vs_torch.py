@@ -38,13 +38,8 @@ class TorchVAE(nn.Module):
 
     def __init__(self, num_features: int, hidden: int, latent: int):
         super().__init__()
-        # as zoo.models.vae.Encoder builds it: mlp() puts a Softplus after the hidden layer and
-        # Encoder inserts another before the output layer, so the hidden units pass through two
         self.encoder = nn.Sequential(
-            nn.Linear(num_features, hidden),
-            nn.Softplus(),
-            nn.Softplus(),
-            nn.Linear(hidden, 2 * latent),
+            nn.Linear(num_features, hidden), nn.Softplus(), nn.Linear(hidden, 2 * latent)
         )
         self.decoder = nn.Sequential(
             nn.Linear(latent, hidden), nn.Softplus(), nn.Linear(hidden, num_features)
