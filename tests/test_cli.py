@@ -2,24 +2,11 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
+from zoo_subprocess import zoo
 
 FAST = ["trainer.epochs=2", "trainer.progress=false", "model.evaluation.iw_samples=20"]
-
-
-def zoo(*args, cwd):
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    return subprocess.run(
-        [sys.executable, "-m", "zoo", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
 
 
 def test_a_short_run_prints_its_summary_and_writes_its_files(tmp_path):

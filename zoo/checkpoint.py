@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from zoo.errors import CheckpointError
-from zoo.files import fsync_dir, temp_path
+from zoo.files import fsync_dir, read_plain_state, temp_path
 
 FORMAT_VERSION = 1
 PAUSE_ENV = "ZOO_TEST_CHECKPOINT_PAUSE_S"
@@ -76,15 +76,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         objects other than tensors and plain values, or has another format version.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(
-            f"checkpoint {path} cannot be read (truncated or corrupted?): {e}"
-        ) from e
-    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
+    state = read_plain_state(path, CheckpointError, "checkpoint")
+    if state.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path} is not a zoo checkpoint of format {FORMAT_VERSION}")
     return state
 

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+import torch
+
 from zoo.errors import OutputError
 
 
@@ -65,3 +67,25 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None], wha
 def write_text_atomic(path: str | os.PathLike, text: str, what: str) -> Path:
     """:func:`write_atomic` for text (UTF-8)."""
     return write_atomic(path, lambda f: f.write(text.encode()), what)
+
+
+def read_plain_state(path: str | os.PathLike, error: type[Exception], kind: str) -> dict:
+    """A dict written by ``torch.save``, read with ``weights_only=True``: tensors and plain
+    values only, no object is ever unpickled.
+
+    :param error: the exception type to raise, naming the file.
+    :param kind: what the file should be, for the message (``"checkpoint"``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"no {kind} at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated or foreign files
+        raise error(
+            f"{kind} {path} cannot be read (truncated or corrupted, or it holds objects other "
+            f"than tensors and plain values): {e}"
+        ) from e
+    if not isinstance(state, dict):
+        raise error(f"{path} is not a zoo {kind}")
+    return state

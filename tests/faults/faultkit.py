@@ -2,7 +2,6 @@
 in MODELS_UNDER_TEST, with tiny settings so that the default suite stays fast."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
+from zoo_subprocess import zoo, zoo_env  # noqa: F401  (re-exported for the fault tests)
 
 from zoo.__main__ import config_dir
 from zoo.data import write_idx
@@ -48,26 +48,6 @@ def compose_config(overrides):
     with open_dict(cfg):
         cfg.trainer.validate = True
     return cfg
-
-
-def zoo_env(**extra):
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    # the worktree's package wins over any installed copy, also in the child
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    return {**env, **extra}
-
-
-def zoo(*args, cwd, env=None, timeout=300):
-    """``python -m zoo *args`` to completion."""
-    return subprocess.run(
-        [sys.executable, "-m", "zoo", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env or zoo_env(),
-    )
 
 
 def zoo_popen(*args, cwd, env=None):

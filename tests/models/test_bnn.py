@@ -4,13 +4,12 @@ reparameterization, its metrics, and the command line."""
 import json
 import math
 import os
-import subprocess
-import sys
 
 import pyro
 import pytest
 import torch
 from pyro import poutine
+from zoo_subprocess import zoo
 
 from zoo.data import Dataset, load_dataset
 from zoo.distributions import ScaleMixtureNormal
@@ -269,18 +268,6 @@ def test_bad_settings_say_what_is_valid(settings, match):
 
 
 # ---- the command line ---------------------------------------------------------------------
-
-
-def zoo(*args, cwd):
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    return subprocess.run(
-        [sys.executable, "-m", "zoo", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
 
 
 FAST = [

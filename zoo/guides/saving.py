@@ -24,7 +24,7 @@ import pyro
 import torch
 
 from zoo.errors import ZooError
-from zoo.files import write_atomic
+from zoo.files import read_plain_state, write_atomic
 from zoo.guides.amortized import AmortizedNormal
 from zoo.guides.bbb import BayesByBackprop
 from zoo.guides.meanfield import MeanField
@@ -152,16 +152,8 @@ def read_guide_file(path: str | os.PathLike) -> dict[str, Any]:
         other than tensors and plain values, or is not a zoo guide file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise GuideFileError(f"no guide file at {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for foreign or corrupted files
-        raise GuideFileError(
-            f"{path} cannot be read as a zoo guide file (it holds objects other than tensors "
-            f"and plain values, or it is truncated or corrupted): {e}"
-        ) from e
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    state = read_plain_state(path, GuideFileError, "guide file")
+    if state.get("format") != FORMAT:
         raise GuideFileError(f"{path} is not a zoo guide file of format {FORMAT}")
     if state.get("class") not in GUIDE_CLASSES:
         raise GuideFileError(
