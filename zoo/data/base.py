@@ -12,8 +12,14 @@ import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:  # importlib.resources.abc is Python >= 3.11
+    from importlib.resources.abc import Traversable
 
 from zoo.errors import ZooError
 
@@ -166,3 +172,21 @@ def load_dataset(
             f"Valid options are: {', '.join(valid) or '(none)'}."
         )
     return loader(**options)
+
+
+def shipped_file(file_name: str, root: str | os.PathLike | None = None) -> tuple[Traversable, str]:
+    """A data file shipped in ``zoo/data/files`` or, with ``root``, the file of that name in
+    ``root``; returns the file and a description of where it came from, for messages.
+
+    :raises DataError: if ``root`` is given and holds no such file.
+    """
+    if root is None:
+        resource = resources.files("zoo.data") / "files" / file_name
+        return resource, f"zoo.data/files/{file_name} (shipped with the package)"
+    resource = Path(root) / file_name
+    if not resource.is_file():
+        raise DataError(
+            f"{resource} does not exist; root={root!r} should be a folder holding "
+            f"{file_name}, or leave root unset to use the copy shipped with the package."
+        )
+    return resource, str(resource)

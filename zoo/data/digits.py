@@ -12,12 +12,10 @@ import gzip
 import io
 import math
 import os
-from importlib import resources
-from pathlib import Path
 
 import torch
 
-from zoo.data.base import DataError, Dataset, register_dataset
+from zoo.data.base import DataError, Dataset, register_dataset, shipped_file
 
 FILE_NAME = "digits.csv.gz"
 NUM_ROWS = 1797
@@ -69,17 +67,7 @@ def load_digits(*, root: str | os.PathLike[str] | None = None) -> Dataset:
         >>> ds.train_x.shape, ds.test_y.shape, ds.shape
         (torch.Size([1437, 64]), torch.Size([360]), (8, 8))
     """
-    if root is None:
-        resource = resources.files("zoo.data") / "files" / FILE_NAME
-        source = f"zoo.data/files/{FILE_NAME} (shipped with the package)"
-    else:
-        resource = Path(root) / FILE_NAME
-        source = str(resource)
-        if not resource.is_file():
-            raise DataError(
-                f"{resource} does not exist; root={root!r} should be a folder holding "
-                f"{FILE_NAME}, or leave root unset to use the copy shipped with the package."
-            )
+    resource, source = shipped_file(FILE_NAME, root)
     try:
         with resource.open("rb") as raw, gzip.open(raw, "rt", newline="") as text:
             x, y = _parse(text, source)

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import csv
 import os
-from importlib import resources
-from pathlib import Path
 
 import torch
 
-from zoo.data.base import DataError, Dataset, register_dataset
+from zoo.data.base import DataError, Dataset, register_dataset, shipped_file
 
 FILE_NAME = "old_faithful.csv"
 FEATURES = ("eruptions", "waiting")
@@ -63,17 +61,7 @@ def load_old_faithful(
     """
     if not 0 < test_fraction < 1:
         raise DataError(f"test_fraction = {test_fraction!r} is not valid: it must lie in (0, 1).")
-    if root is None:
-        resource = resources.files("zoo.data") / "files" / FILE_NAME
-        source = f"zoo.data/files/{FILE_NAME} (shipped with the package)"
-    else:
-        resource = Path(root) / FILE_NAME
-        source = str(resource)
-        if not resource.is_file():
-            raise DataError(
-                f"{resource} does not exist; root={root!r} should be a folder holding "
-                f"{FILE_NAME}, or leave root unset to use the copy shipped with the package."
-            )
+    resource, source = shipped_file(FILE_NAME, root)
     with resource.open("r", newline="") as f:
         x = _parse(f, source)
 
