@@ -2,9 +2,11 @@
 and run(cfg) works without the CLI."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
@@ -43,6 +45,47 @@ def test_local_parallel_launcher_composes():
         )
     assert cfg.hydra.launcher._target_.endswith("JoblibLauncher")
     assert cfg.hydra.launcher.n_jobs == 2
+
+
+def test_slurm_launcher_composes_into_a_valid_sbatch_script(tmp_path, monkeypatch):
+    """No cluster here: compose the launcher, instantiate it, hand its parameters to
+    submitit's Slurm executor as the plugin does (which refuses unknown ones) and read the
+    sbatch script it would submit. A stand-in ``srun`` on PATH lets the executor start."""
+    submitit = pytest.importorskip("submitit")
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra.utils import instantiate
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from omegaconf import OmegaConf
+
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (fake_bin / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}:{os.environ['PATH']}")
+    sweep_dir = tmp_path / "sweep"
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            config_name="config",
+            overrides=["hydra/launcher=slurm", f"hydra.sweep.dir={sweep_dir}"],
+            return_hydra_config=True,
+        )
+    launcher = instantiate(cfg.hydra.launcher)
+    assert type(launcher).__name__ == "SlurmLauncher"
+    params = dict(launcher.params)
+    assert params["submitit_folder"] == f"{sweep_dir}/.submitit/%j"
+
+    executor = submitit.AutoExecutor(cluster="slurm", folder=tmp_path / "submitit")
+    shared = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(
+        **{
+            key if key in shared else f"slurm_{key}": value
+            for key, value in params.items()
+            if key not in {"submitit_folder", "max_num_timeout"}
+        }
+    )
+    script = executor._executor._make_submission_file_text("python -m zoo", "uid")
+    for line in ["--time=120", "--cpus-per-task=4", "--mem=16GB", "--nodes=1", "--gpus-per-node=0"]:
+        assert f"#SBATCH {line}\n" in script
 
 
 def test_experiment_presets_set_their_groups():
@@ -148,6 +191,20 @@ def test_run_writes_config_metrics_summary_checkpoint_and_figures(tmp_path):
 def test_latent_scatter_when_the_latent_is_2d(tmp_path):
     cfg = tiny(compose_config(["model.latent_dim=2"]))
     assert "latent_scatter" in run(cfg, tmp_path)["figures"]
+
+
+def test_threads_setting_sets_torch_threads_and_the_summary_records_time_and_memory(tmp_path):
+    before = torch.get_num_threads()
+    try:
+        summary = run(tiny(compose_config(["threads=1"])), tmp_path)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert summary["config"]["threads"] == 1
+    times = summary["time"]
+    assert times["fit_s"] == pytest.approx(times["build_s"] + times["train_s"])
+    assert times["run_s"] >= times["fit_s"] > 0
+    assert summary["resources"]["peak_rss_mb"] > 50  # torch alone holds more
 
 
 def test_unknown_model_setting_is_a_config_error(tmp_path):

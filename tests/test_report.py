@@ -2,10 +2,13 @@
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from zoo_subprocess import zoo_env
 
 from zoo.report import ReportError, build, main
 
@@ -89,9 +92,115 @@ def test_check_reports_stale_tables(results):
     assert main(["--results", str(results), "--check"]) == 0
 
 
+def write_fold_run(results, row, fold, log_lik, *, folds=5):
+    folder = results / "runs" / "cv" / row / f"data.fold={fold}"
+    folder.mkdir(parents=True)
+    summary = {
+        "seed": 0,
+        "config": {"seed": 0, "data": {"folds": folds, "fold": fold}},
+        "metrics": {"test/log_pred": log_lik},
+        "time": {"train_s": 1.0, "fit_s": 2.0 + fold},
+        "resources": {"peak_rss_mb": 300.0 + fold},
+    }
+    (folder / "summary.json").write_text(json.dumps(summary))
+
+
+CV_SPEC = {
+    "cv": {
+        "title": "Folds",
+        "sweep": {"key": "data.fold", "values": [0, 1, 2], "label": "folds"},
+        "columns": {
+            "test/log_pred": {"label": "log pred", "format": ".1f"},
+            "time.fit_s": {"label": "fit s", "format": ".1f"},
+            "resources.peak_rss_mb": {"label": "peak MiB", "format": ".0f"},
+        },
+        "rows": [
+            {
+                "id": "zoo",
+                "label": "zoo",
+                "overrides": ["experiment=gmm_old_faithful", "data.folds=5"],
+            },
+            {
+                "id": "em",
+                "label": "EM",
+                "script": "benchmarks/sklearn_gmm.py --method em",
+                "overrides": ["experiment=gmm_old_faithful", "data.folds=5"],
+            },
+        ],
+    }
+}
+
+
+def test_a_table_may_sweep_folds_and_take_rows_from_a_baseline_script(tmp_path):
+    (tmp_path / "tables.yaml").write_text(yaml.safe_dump(CV_SPEC, sort_keys=False))
+    for fold, log_lik in [(0, -4.0), (1, -5.0), (2, -6.0)]:
+        write_fold_run(tmp_path, "zoo", fold, log_lik)
+    write_fold_run(tmp_path, "em", 0, -4.5)
+    readme = build(tmp_path)["README.md"]
+    # folds are the runs of a row; dotted columns read the summary outside its metrics
+    assert "| zoo | -5.0 ± 1.0 | 3.0 ± 1.0 | 301 ± 1 | 3/3 | 1 s |" in readme
+    assert "| EM | -4.5 | 2.0 | 300 | 1/3 **incomplete** | 1 s |" in readme
+    assert (
+        "python -m zoo -m experiment=gmm_old_faithful data.folds=5 data.fold=0,1,2 "
+        "hydra.sweep.dir=results/runs/cv/zoo" in readme
+    )
+    assert (
+        "python benchmarks/sklearn_gmm.py --method em experiment=gmm_old_faithful data.folds=5 "
+        "data.fold=0,1,2 --out results/runs/cv/em" in readme
+    )
+    assert "standard deviation over folds" not in readme  # no machine recorded here
+
+
+def test_runs_of_one_row_may_differ_only_in_the_swept_key(tmp_path):
+    (tmp_path / "tables.yaml").write_text(yaml.safe_dump(CV_SPEC, sort_keys=False))
+    write_fold_run(tmp_path, "zoo", 0, -4.0)
+    write_fold_run(tmp_path, "zoo", 1, -4.0, folds=4)
+    with pytest.raises(ReportError, match=r"data.fold 1 was run with another config.*data.folds"):
+        build(tmp_path)
+
+
 def test_committed_tables_are_rebuilt_exactly_from_committed_summaries():
     files = build(REPO_RESULTS)
     for path, text in files.items():
         assert (REPO_RESULTS / path).read_text() == text, (
             f"results/{path} is stale: run python -m zoo.report"
         )
+
+
+def test_the_sklearn_baseline_writes_summaries_that_the_report_puts_in_a_row(tmp_path):
+    pytest.importorskip("sklearn")
+    out = tmp_path / "runs" / "cv" / "em"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_RESULTS.parent / "benchmarks" / "sklearn_gmm.py"),
+            "--method",
+            "em",
+            "experiment=gmm_old_faithful",
+            "data.folds=5",
+            "data.fold=0,1,2",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=zoo_env(),
+    )
+    assert done.returncode == 0, done.stderr
+    summaries = [json.loads(p.read_text()) for p in sorted(out.glob("*/summary.json"))]
+    assert [s["config"]["data"]["fold"] for s in summaries] == [0, 1, 2]
+    for s in summaries:
+        m = s["metrics"]
+        assert -5.0 < m["test/log_pred_plugin"] < -3.5  # nats per point in minutes
+        # components in minutes, in the zoo's order: short eruptions first
+        assert 1.5 < m["fit/mean_0_eruptions"] < 2.5 < 4.0 < m["fit/mean_1_eruptions"] < 4.6
+        assert m["fit/weight_0"] + m["fit/weight_1"] == pytest.approx(1.0)
+        assert s["resources"]["peak_rss_mb"] > 0 and s["time"]["fit_s"] > 0
+    assert len({s["metrics"]["test/log_pred_plugin"] for s in summaries}) == 3  # other folds
+
+    spec = {"cv": {**CV_SPEC["cv"], "rows": [CV_SPEC["cv"]["rows"][1]]}}
+    spec["cv"]["columns"] = {"test/log_pred_plugin": {"label": "log pred", "format": ".3f"}}
+    (tmp_path / "tables.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    readme = build(tmp_path)["README.md"]
+    assert "| EM | -4." in readme and "| 3/3 |" in readme

@@ -70,6 +70,10 @@ def adam_betas(v: Any) -> bool:
 RULES: dict[str, tuple[Check, str]] = {
     "seed": (non_negative_int, "an integer >= 0"),
     "device": (one_of("auto", "cpu", "cuda"), "auto, cpu or cuda"),
+    "threads": (
+        lambda v: v is None or positive_int(v),
+        "an integer >= 1, or null for torch's default",
+    ),
     "resume": (boolean, "true or false"),
     "trainer.epochs": (positive_int, "an integer >= 1"),
     "trainer.batch_size": (positive_int, "an integer >= 1, at most the number of training rows"),

@@ -6,6 +6,12 @@ sources. A row's runs are made by its command::
 
     python -m zoo -m <overrides> seed=0,1,2 hydra.sweep.dir=results/runs/<table>/<row>
 
+A table may sweep another key than the seed (``sweep: {key: data.fold, values: [0, 1, 2]}``
+for cross-validation), and a row may be made by a baseline script that takes the same
+overrides and writes summaries of the same form (``script: benchmarks/sklearn_gmm.py
+--method em``; its command ends in ``--out results/runs/<table>/<row>``). A column is a
+metric name, or a dotted path into the summary (``time.fit_s``, ``resources.peak_rss_mb``).
+
 and their ``summary.json`` files are committed (the rest of each run folder is ignored by
 git), so the tables can be rebuilt and checked without retraining. The report writes
 ``results/README.md`` and one CSV per table. It refuses to put runs of different configs in
@@ -32,7 +38,7 @@ from zoo.errors import ZooError
 
 RESULTS = Path("results")
 SPEC_NAME = "tables.yaml"
-# keys that may differ between the seeds of one row
+# keys that may differ between the runs of one row (besides the swept key)
 PER_RUN_KEYS = {("seed",), ("resume",), ("trainer", "progress"), ("device",)}
 
 
@@ -51,15 +57,36 @@ def row_dir(results: Path, table: str, row: dict) -> Path:
     return results / "runs" / table / row["id"]
 
 
-def row_command(table: str, row: dict, seeds: list[int]) -> str:
+def sweep_of(spec: dict) -> dict:
+    """What a table's runs vary: ``{key, values, label}``; the seeds unless it says otherwise."""
+    if "sweep" in spec:
+        sweep = spec["sweep"]
+        return {"label": sweep["key"], **sweep}
+    return {"key": "seed", "values": spec["seeds"], "label": "seeds"}
+
+
+def row_command(table: str, row: dict, sweep: dict) -> str:
     overrides = " ".join(row["overrides"])
-    seed_list = ",".join(str(s) for s in seeds)
-    return f"python -m zoo -m {overrides} seed={seed_list} hydra.sweep.dir=results/runs/{table}/{row['id']}"
+    swept = f"{sweep['key']}={','.join(str(v) for v in sweep['values'])}"
+    out = f"results/runs/{table}/{row['id']}"
+    if "script" in row:
+        return f"python {row['script']} {overrides} {swept} --out {out}"
+    return f"python -m zoo -m {overrides} {swept} hydra.sweep.dir={out}"
 
 
-def _without_per_run_keys(config: dict) -> dict:
+def _lookup(tree: dict, dotted: str) -> Any:
+    """``tree["a"]["b"]`` for ``"a.b"``; None where a key is missing."""
+    node: Any = tree
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def _without_per_run_keys(config: dict, swept: str) -> dict:
     config = json.loads(json.dumps(config))
-    for path in PER_RUN_KEYS:
+    for path in PER_RUN_KEYS | {tuple(swept.split("."))}:
         node = config
         for key in path[:-1]:
             node = node.get(key, {})
@@ -74,22 +101,32 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
-def collect(directory: Path, where: str) -> list[dict]:
-    """The summaries of a row's runs, sorted by seed; refuses runs of different configs."""
+def collect(directory: Path, where: str, swept: str = "seed") -> list[dict]:
+    """The summaries of a row's runs, sorted by the swept key (the seed by default); refuses
+    runs of different configs."""
     summaries = sorted(
         (json.loads(p.read_text()) for p in directory.glob("*/summary.json")),
-        key=lambda s: s["seed"],
+        key=lambda s: _lookup(s["config"], swept),
     )
     if summaries:
-        reference = _without_per_run_keys(summaries[0]["config"])
+        reference = _without_per_run_keys(summaries[0]["config"], swept)
+        first = _lookup(summaries[0]["config"], swept)
         for summary in summaries[1:]:
-            differ = _differences(reference, _without_per_run_keys(summary["config"]))
+            differ = _differences(reference, _without_per_run_keys(summary["config"], swept))
             if differ:
                 raise ReportError(
-                    f"{where}: seed {summary['seed']} was run with another config than seed "
-                    f"{summaries[0]['seed']} (differs in {', '.join(differ)}); rerun the row's command."
+                    f"{where}: {swept} {_lookup(summary['config'], swept)} was run with another "
+                    f"config than {swept} {first} (differs in {', '.join(differ)}); rerun the "
+                    "row's command."
                 )
     return summaries
+
+
+def _metric(summary: dict, key: str) -> Any:
+    """A metric by name, else a dotted path into the summary; None where there is neither."""
+    if key in summary["metrics"]:
+        return summary["metrics"][key]
+    return _lookup(summary, key) if "." in key else None
 
 
 def _mean_sd(values: list[float]) -> tuple[float, float]:
@@ -105,11 +142,13 @@ def _format(mean: float, sd: float, fmt: str) -> str:
 def table_rows(results: Path, name: str, spec: dict) -> list[dict]:
     """One dict per row: its cells (formatted), raw values for the CSV, and its run count."""
     rows = []
+    swept = sweep_of(spec)["key"]
     for row in spec["rows"]:
-        summaries = collect(row_dir(results, name, row), f"table {name}, row {row['id']}")
+        summaries = collect(row_dir(results, name, row), f"table {name}, row {row['id']}", swept)
         cells, raw = {}, {}
         for key, column in spec["columns"].items():
-            values = [s["metrics"][key] for s in summaries if key in s["metrics"]]
+            values = [_metric(s, key) for s in summaries]
+            values = [v for v in values if v is not None]
             if values:
                 mean, sd = _mean_sd([float(v) for v in values])
                 cells[key] = _format(mean, sd, column.get("format", ".2f"))
@@ -121,7 +160,7 @@ def table_rows(results: Path, name: str, spec: dict) -> list[dict]:
             {
                 "row": row,
                 "runs": len(summaries),
-                "seeds": [s["seed"] for s in summaries],
+                "seeds": [_lookup(s["config"], swept) for s in summaries],
                 "cells": cells,
                 "raw": raw,
                 "train_s": statistics.median(times) if times else math.nan,
@@ -132,12 +171,13 @@ def table_rows(results: Path, name: str, spec: dict) -> list[dict]:
 
 
 def render_table(name: str, spec: dict, rows: list[dict]) -> str:
-    seeds = spec["seeds"]
+    sweep = sweep_of(spec)
+    seeds = sweep["values"]
     columns = spec["columns"]
     header = [
         "row",
         *[c["label"].replace("|", "\\|") for c in columns.values()],
-        "seeds",
+        sweep["label"],
         "train time (median)",
     ]
     lines = [f"## {spec['title']}", ""]
@@ -151,12 +191,15 @@ def render_table(name: str, spec: dict, rows: list[dict]) -> str:
         cells = [r["row"]["label"], *r["cells"].values(), seed_cell, time_cell]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines += ["", "Commands, one per row:", "", "```bash"]
-    lines += [row_command(name, r["row"], seeds) for r in rows]
+    lines += [row_command(name, r["row"], sweep) for r in rows]
     lines += ["```", ""]
     machines = {json.dumps(r["machine"], sort_keys=True) for r in rows if r["machine"]}
     if machines:
         described = "; ".join(_describe_machine(json.loads(m)) for m in sorted(machines))
-        lines += [f"Machine: {described}. Values are mean ± standard deviation over seeds.", ""]
+        lines += [
+            f"Machine: {described}. Values are mean ± standard deviation over {sweep['label']}.",
+            "",
+        ]
     for reference in spec.get("references", []):
         lines.append(f"- Reference: {reference}")
     if spec.get("references"):

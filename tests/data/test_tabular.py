@@ -28,6 +28,42 @@ def test_old_faithful_reads_a_folder_and_names_a_bad_file(tmp_path):
         load_dataset("old_faithful", root=tmp_path)
 
 
+def _minutes(ds, part):
+    return getattr(ds, part) * ds.std + ds.mean
+
+
+def _sorted_rows(x):
+    rounded = x.round(decimals=2)
+    return rounded[(rounded[:, 0] * 1000 + rounded[:, 1]).argsort()]
+
+
+def test_old_faithful_folds_hold_out_every_row_once_and_fold_0_is_the_default_split():
+    folds = [load_dataset("old_faithful", folds=5, fold=k) for k in range(5)]
+    held_out = torch.cat([_minutes(ds, "test_x") for ds in folds])
+    assert [len(ds.test_x) for ds in folds] == [54, 54, 55, 54, 55]
+    default = load_dataset("old_faithful")
+    everything = torch.cat([_minutes(default, "train_x"), _minutes(default, "test_x")])
+    # the same rows as the file, each held out once: equal as multisets of rows
+    assert torch.allclose(_sorted_rows(held_out), _sorted_rows(everything), atol=1e-3)
+    for ds in folds:  # a fold's training rows are the other folds' test rows
+        assert len(ds.train_x) + len(ds.test_x) == 272
+    assert torch.equal(folds[0].test_x, default.test_x)
+    assert torch.equal(folds[0].train_x, default.train_x)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"folds": 1}, "folds = 1 is not valid"),
+        ({"folds": 5, "fold": 5}, "fold = 5 is not valid with folds = 5: it must be 0 to 4"),
+        ({"folds": 5, "fold": -1}, "fold = -1 is not valid"),
+    ],
+)
+def test_old_faithful_refuses_folds_out_of_range(options, message):
+    with pytest.raises(DataError, match=message):
+        load_dataset("old_faithful", **options)
+
+
 def test_synthetic_mixture_is_seeded_labelled_and_separated():
     ds = load_dataset("synthetic_gmm", n=20_000, components=4, dims=3, separation=5.0, seed=2)
     again = load_dataset("synthetic_gmm", n=20_000, components=4, dims=3, separation=5.0, seed=2)

@@ -58,6 +58,8 @@ BAD = [
     (["seed=-1"], "seed", "an integer >= 0"),
     (["seed=abc"], "seed", "an integer >= 0"),
     (["device=tpu"], "device", "auto, cpu or cuda"),
+    (["threads=0"], "threads", "an integer >= 1, or null"),
+    (["data=old_faithful", "model=gmm", "data.folds=5", "data.fold=7"], "fold = 7", "0 to 4"),
     (["resume=maybe"], "resume", "true or false"),
     (["resume=true"], "resume", "start without resume=true"),
     (["model.latent_dim=0"], "model.latent_dim", "an integer >= 1"),

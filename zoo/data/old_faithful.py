@@ -43,15 +43,43 @@ def _parse(lines, name: str) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.float64)
 
 
+def _test_rows(test_fraction: float, folds: int | None, fold: int) -> slice:
+    """Positions in the fixed permutation that form the test part."""
+    if folds is None:
+        if not 0 < test_fraction < 1:
+            raise DataError(
+                f"test_fraction = {test_fraction!r} is not valid: it must lie in (0, 1)."
+            )
+        return slice(0, round(test_fraction * NUM_ROWS))
+    if not (isinstance(folds, int) and 2 <= folds <= NUM_ROWS):
+        raise DataError(
+            f"folds = {folds!r} is not valid: it must be an integer from 2 to {NUM_ROWS}."
+        )
+    if not (isinstance(fold, int) and 0 <= fold < folds):
+        raise DataError(
+            f"fold = {fold!r} is not valid with folds = {folds}: it must be 0 to {folds - 1}."
+        )
+    # fold f holds positions [f N / folds, (f + 1) N / folds): the parts differ by one row at most
+    return slice(fold * NUM_ROWS // folds, (fold + 1) * NUM_ROWS // folds)
+
+
 @register_dataset("old_faithful")
 def load_old_faithful(
-    *, root: str | os.PathLike[str] | None = None, test_fraction: float = 0.2
+    *,
+    root: str | os.PathLike[str] | None = None,
+    test_fraction: float = 0.2,
+    folds: int | None = None,
+    fold: int = 0,
 ) -> Dataset:
     """Load Old Faithful: 2 features (eruption length and waiting time, minutes), standardized.
 
     :param root: folder holding an ``old_faithful.csv`` to read instead of the shipped copy.
     :param test_fraction: share of the 272 rows held out for testing (a fixed split per value).
-    :raises DataError: if the file has a wrong header, a non-positive value or a NaN.
+    :param folds: for cross-validation: cut the fixed permutation into this many parts of
+        (nearly) equal size; ``test_fraction`` is then unused.
+    :param fold: with ``folds``, which part (0 to folds - 1) is held out for testing.
+    :raises DataError: if the file has a wrong header, a non-positive value or a NaN, or the
+        split settings are out of range.
 
     Example::
 
@@ -59,15 +87,15 @@ def load_old_faithful(
         >>> ds.train_x.shape, ds.test_x.shape, ds.feature_names
         (torch.Size([218, 2]), torch.Size([54, 2]), ('eruptions', 'waiting'))
     """
-    if not 0 < test_fraction < 1:
-        raise DataError(f"test_fraction = {test_fraction!r} is not valid: it must lie in (0, 1).")
+    test_rows = _test_rows(test_fraction, folds, fold)
     resource, source = shipped_file(FILE_NAME, root)
     with resource.open("r", newline="") as f:
         x = _parse(f, source)
 
     order = torch.randperm(NUM_ROWS, generator=torch.Generator().manual_seed(SPLIT_SEED))
-    num_test = round(test_fraction * NUM_ROWS)
-    train, test = x[order[num_test:]], x[order[:num_test]]
+    is_test = torch.zeros(NUM_ROWS, dtype=torch.bool)
+    is_test[test_rows] = True
+    train, test = x[order[~is_test]], x[order[is_test]]
     mean, std = train.mean(0), train.std(0)
     return Dataset(
         name="old_faithful",

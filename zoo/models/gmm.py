@@ -90,6 +90,33 @@ def best_permutation(fitted: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     return perm
 
 
+def fitted_component_metrics(fitted: dict[str, torch.Tensor], data) -> dict[str, float]:
+    """``fit/*`` metrics of a fitted diagonal mixture given in the data's original units
+    (weights (K,), locs and scales (K, D)): each component's weight, means and scales, and the
+    largest error against the truth where the data set has one. Components are matched to
+    the truth (label switching) where it is known, else ordered by the first feature's mean.
+    Any fitter can report through it: the zoo's GMM and the scikit-learn baselines do."""
+    k, num_features = fitted["locs"].shape
+    known = data.truth is not None and len(data.truth["locs"]) == k
+    order = (
+        best_permutation(fitted["locs"], data.truth["locs"])
+        if known
+        else fitted["locs"][:, 0].argsort()
+    )
+    names = data.feature_names or tuple(f"x{i}" for i in range(num_features))
+    metrics = {}
+    for position, j in enumerate(order.tolist()):
+        metrics[f"fit/weight_{position}"] = float(fitted["weights"][j])
+        for d, feature in enumerate(names):
+            metrics[f"fit/mean_{position}_{feature}"] = float(fitted["locs"][j, d])
+            metrics[f"fit/scale_{position}_{feature}"] = float(fitted["scales"][j, d])
+    if known:
+        for name in ("weights", "locs", "scales"):
+            error = (fitted[name][order] - data.truth[name]).abs().max()
+            metrics[f"fit/max_error_{name}"] = float(error)
+    return metrics
+
+
 class GMM(ZooModel):
     """A K-component diagonal Gaussian mixture in D dimensions with a mean-field guide.
 
@@ -358,13 +385,6 @@ class GMM(ZooModel):
             locs, scales = locs * data.std + data.mean, scales * data.std
         return {"weights": params["weights"], "locs": locs, "scales": scales}
 
-    def _component_order(self, data, fitted: dict) -> torch.Tensor:
-        """Matched to the truth where there is one (label switching), else by the first
-        feature's mean."""
-        if data.truth is not None and len(data.truth["locs"]) == self.components:
-            return best_permutation(fitted["locs"], data.truth["locs"])
-        return fitted["locs"][:, 0].argsort()
-
     @torch.no_grad()
     def evaluate(
         self,
@@ -399,18 +419,7 @@ class GMM(ZooModel):
                 ]
             )
             metrics["test/ari"] = adjusted_rand_index(data.test_y[: len(x)], labels)
-        fitted = self.components_in_original_units(data)
-        order = self._component_order(data, fitted)
-        names = data.feature_names or tuple(f"x{i}" for i in range(self.num_features))
-        for k, j in enumerate(order.tolist()):
-            metrics[f"fit/weight_{k}"] = fitted["weights"][j].item()
-            for d, feature in enumerate(names):
-                metrics[f"fit/mean_{k}_{feature}"] = fitted["locs"][j, d].item()
-                metrics[f"fit/scale_{k}_{feature}"] = fitted["scales"][j, d].item()
-        if data.truth is not None and len(data.truth["locs"]) == self.components:
-            for name in ("weights", "locs", "scales"):
-                error = (fitted[name][order] - data.truth[name]).abs().max().item()
-                metrics[f"fit/max_error_{name}"] = error
+        metrics.update(fitted_component_metrics(self.components_in_original_units(data), data))
         return metrics
 
     @torch.no_grad()
