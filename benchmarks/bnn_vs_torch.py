@@ -33,6 +33,7 @@ from torch import nn
 
 from zoo.data import load_dataset
 from zoo.models import BNN
+from zoo.optim import DEFAULT_IMPLEMENTATION, IMPLEMENTATIONS, Adam
 from zoo.train import Trainer, TrainSettings
 
 
@@ -110,6 +111,18 @@ def main() -> None:
     parser.add_argument("--elbo", default="trace", choices=["trace", "meanfield", "jit"])
     parser.add_argument("--eval-samples", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: default)")
+    parser.add_argument(
+        "--optim",
+        default=DEFAULT_IMPLEMENTATION,
+        choices=[*IMPLEMENTATIONS, "per_parameter"],
+        help="the zoo's optim.implementation (default: the zoo's default)",
+    )
+    parser.add_argument(
+        "--torch-adam",
+        default="default",
+        choices=["default", *IMPLEMENTATIONS],
+        help="the reference's torch.optim.Adam implementation (default: torch's, a loop on CPU)",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/bnn.json"))
     args = parser.parse_args()
     if args.threads:
@@ -127,11 +140,13 @@ def main() -> None:
         data, hidden_dims=args.hidden, prior="gaussian", prior_sigma=args.prior_sigma
     )
     settings = TrainSettings(epochs=0, batch_size=args.batch_size, elbo=args.elbo, progress=False)
-    trainer = Trainer(zoo_model, data, pyro.optim.Adam({"lr": args.lr}), settings)
+    trainer = Trainer(zoo_model, data, Adam({"lr": args.lr}, implementation=args.optim), settings)
     torch.manual_seed(0)
     sizes = [data.num_features, *args.hidden, data.num_classes]
     reference = TorchBBB(sizes, args.prior_sigma)
-    optimizer = torch.optim.Adam(reference.parameters(), lr=args.lr)
+    optimizer = torch.optim.Adam(
+        reference.parameters(), lr=args.lr, **IMPLEMENTATIONS.get(args.torch_adam, {})
+    )
     closed_form = args.elbo == "meanfield"
 
     zoo_times, torch_times = [], []

@@ -40,6 +40,7 @@ from torch import distributions as td
 
 from zoo.data import load_dataset
 from zoo.models import GMM
+from zoo.optim import DEFAULT_IMPLEMENTATION, IMPLEMENTATIONS, Adam
 from zoo.train import Trainer, TrainSettings
 
 K, D = 4, 2
@@ -56,7 +57,7 @@ def maxrss_mb() -> float:
 class TorchGMM:
     """The zoo's GMM and mean-field guide written out, started at the zoo model's values."""
 
-    def __init__(self, zoo_model: GMM):
+    def __init__(self, zoo_model: GMM, adam: str = "default"):
         guide = zoo_model.posterior
         self.prior_w = td.Dirichlet(zoo_model.weight_concentration)
         self.prior_loc = td.Normal(zoo_model.loc_center, zoo_model.loc_spread)
@@ -74,7 +75,7 @@ class TorchGMM:
             ]
         for p in self.params:
             p.requires_grad_(True)
-        self.optimizer = torch.optim.Adam(self.params, lr=0.01)
+        self.optimizer = torch.optim.Adam(self.params, lr=0.01, **IMPLEMENTATIONS.get(adam, {}))
 
     @staticmethod
     def _raw(positive: torch.Tensor) -> torch.Tensor:
@@ -109,11 +110,18 @@ class TorchGMM:
             loss.item()
 
 
-def zoo_trainer(model: GMM, data, batch_size: int, lr: float, elbo: str = "trace") -> Trainer:
+def zoo_trainer(
+    model: GMM,
+    data,
+    batch_size: int,
+    lr: float,
+    elbo: str = "trace",
+    optim: str = DEFAULT_IMPLEMENTATION,
+) -> Trainer:
     settings = TrainSettings(
         epochs=0, batch_size=batch_size, sampling="replacement", progress=False, elbo=elbo
     )
-    return Trainer(model, data, pyro.optim.Adam({"lr": lr}), settings)
+    return Trainer(model, data, Adam({"lr": lr}, implementation=optim), settings)
 
 
 def zoo_steps(trainer: Trainer, steps: int) -> None:
@@ -128,8 +136,8 @@ def part_step(args) -> dict:
         data = synthetic(n)
         pyro.set_rng_seed(0)
         model = GMM.build(data, components=K, restarts=1, restart_steps=20)
-        reference = TorchGMM(model)
-        trainer = zoo_trainer(model, data, args.batch_size, 0.01, args.elbo)
+        reference = TorchGMM(model, args.torch_adam)
+        trainer = zoo_trainer(model, data, args.batch_size, 0.01, args.elbo, args.optim)
         zoo_ms, torch_ms = [], []
         for round_ in range(args.rounds + 1):  # round 0 warms up and is left out
             start = time.perf_counter()
@@ -287,6 +295,18 @@ def main() -> None:
         "--restart-steps", type=int, default=200, help="model.restart_steps (zoo default 200)"
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: default)")
+    parser.add_argument(
+        "--optim",
+        default=DEFAULT_IMPLEMENTATION,
+        choices=[*IMPLEMENTATIONS, "per_parameter"],
+        help="the zoo's optim.implementation (default: the zoo's default)",
+    )
+    parser.add_argument(
+        "--torch-adam",
+        default="default",
+        choices=["default", *IMPLEMENTATIONS],
+        help="the reference's torch.optim.Adam implementation (default: torch's, a loop on CPU)",
+    )
     parser.add_argument("--worker", choices=["sklearn", "zoo"], help=argparse.SUPPRESS)
     parser.add_argument("--target", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None)
