@@ -29,11 +29,12 @@ from pathlib import Path
 import pyro
 import torch
 import torch.nn.functional as F
+from optim_flags import add_optim_arguments, reference_adam  # benchmarks/optim_flags.py
 from torch import nn
 
 from zoo.data import load_dataset
 from zoo.models import BNN
-from zoo.optim import DEFAULT_IMPLEMENTATION, IMPLEMENTATIONS, Adam
+from zoo.optim import Adam
 from zoo.train import Trainer, TrainSettings
 
 
@@ -111,18 +112,7 @@ def main() -> None:
     parser.add_argument("--elbo", default="trace", choices=["trace", "meanfield", "jit"])
     parser.add_argument("--eval-samples", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: default)")
-    parser.add_argument(
-        "--optim",
-        default=DEFAULT_IMPLEMENTATION,
-        choices=[*IMPLEMENTATIONS, "per_parameter"],
-        help="the zoo's optim.implementation (default: the zoo's default)",
-    )
-    parser.add_argument(
-        "--torch-adam",
-        default="default",
-        choices=["default", *IMPLEMENTATIONS],
-        help="the reference's torch.optim.Adam implementation (default: torch's, a loop on CPU)",
-    )
+    add_optim_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/bnn.json"))
     args = parser.parse_args()
     if args.threads:
@@ -144,9 +134,7 @@ def main() -> None:
     torch.manual_seed(0)
     sizes = [data.num_features, *args.hidden, data.num_classes]
     reference = TorchBBB(sizes, args.prior_sigma)
-    optimizer = torch.optim.Adam(
-        reference.parameters(), lr=args.lr, **IMPLEMENTATIONS.get(args.torch_adam, {})
-    )
+    optimizer = reference_adam(reference.parameters(), args.lr, args.torch_adam)
     closed_form = args.elbo == "meanfield"
 
     zoo_times, torch_times = [], []

@@ -36,11 +36,12 @@ from pathlib import Path
 import pyro
 import torch
 import torch.nn.functional as F
+from optim_flags import add_optim_arguments, reference_adam  # benchmarks/optim_flags.py
 from torch import distributions as td
 
 from zoo.data import load_dataset
 from zoo.models import GMM
-from zoo.optim import DEFAULT_IMPLEMENTATION, IMPLEMENTATIONS, Adam
+from zoo.optim import DEFAULT_IMPLEMENTATION, Adam
 from zoo.train import Trainer, TrainSettings
 
 K, D = 4, 2
@@ -75,7 +76,7 @@ class TorchGMM:
             ]
         for p in self.params:
             p.requires_grad_(True)
-        self.optimizer = torch.optim.Adam(self.params, lr=0.01, **IMPLEMENTATIONS.get(adam, {}))
+        self.optimizer = reference_adam(self.params, 0.01, adam)
 
     @staticmethod
     def _raw(positive: torch.Tensor) -> torch.Tensor:
@@ -295,18 +296,7 @@ def main() -> None:
         "--restart-steps", type=int, default=200, help="model.restart_steps (zoo default 200)"
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: default)")
-    parser.add_argument(
-        "--optim",
-        default=DEFAULT_IMPLEMENTATION,
-        choices=[*IMPLEMENTATIONS, "per_parameter"],
-        help="the zoo's optim.implementation (default: the zoo's default)",
-    )
-    parser.add_argument(
-        "--torch-adam",
-        default="default",
-        choices=["default", *IMPLEMENTATIONS],
-        help="the reference's torch.optim.Adam implementation (default: torch's, a loop on CPU)",
-    )
+    add_optim_arguments(parser)
     parser.add_argument("--worker", choices=["sklearn", "zoo"], help=argparse.SUPPRESS)
     parser.add_argument("--target", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None)

@@ -25,12 +25,13 @@ from pathlib import Path
 
 import pyro
 import torch
+from optim_flags import add_optim_arguments, reference_adam  # benchmarks/optim_flags.py
 from torch import nn
 
 from zoo.data import load_dataset
 from zoo.models import VAE
 from zoo.models.vae import binarize
-from zoo.optim import DEFAULT_IMPLEMENTATION, IMPLEMENTATIONS, Adam
+from zoo.optim import Adam
 from zoo.train import Trainer, TrainSettings
 
 
@@ -96,18 +97,7 @@ def main() -> None:
     parser.add_argument("--latent", type=int, default=50)
     parser.add_argument("--elbo", default="trace", choices=["trace", "jit"])
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
-    parser.add_argument(
-        "--optim",
-        default=DEFAULT_IMPLEMENTATION,
-        choices=[*IMPLEMENTATIONS, "per_parameter"],
-        help="the zoo's optim.implementation (default: the zoo's default)",
-    )
-    parser.add_argument(
-        "--torch-adam",
-        default="default",
-        choices=["default", *IMPLEMENTATIONS],
-        help="the reference's torch.optim.Adam implementation (default: torch's, a loop on CPU)",
-    )
+    add_optim_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/vae.json"))
     args = parser.parse_args()
     if args.threads:
@@ -127,9 +117,7 @@ def main() -> None:
     trainer = Trainer(zoo_model, data, Adam({"lr": 1e-3}, implementation=args.optim), settings)
     torch.manual_seed(0)
     reference = TorchVAE(data.num_features, args.hidden, args.latent)
-    optimizer = torch.optim.Adam(
-        reference.parameters(), lr=1e-3, **IMPLEMENTATIONS.get(args.torch_adam, {})
-    )
+    optimizer = reference_adam(reference.parameters(), 1e-3, args.torch_adam)
 
     zoo_times, torch_times = [], []
     for epoch in range(1, args.epochs + 1):
