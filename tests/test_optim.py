@@ -153,7 +153,6 @@ def test_refusals_say_what_to_do(make, error, match):
         make()
 
 
-def test_an_optimizer_without_the_implementation_is_refused_at_its_first_step():
-    optim = SingleOptim(pyro.optim.clipped_adam.ClippedAdam, {"lr": 0.1}, fused=True)
-    with pytest.raises(TypeError, match="fused"):
-        fit(optim, 1)
+def test_an_optimizer_without_the_implementation_is_refused():
+    with pytest.raises(TypeError, match="ClippedAdam has no fused implementation"):
+        SingleOptim(pyro.optim.clipped_adam.ClippedAdam, {"lr": 0.1}, fused=True)

@@ -8,13 +8,13 @@ when new parameters appear, and steps it once per SVI step. Its checkpoint state
 ``PyroOptim``'s (one torch ``state_dict`` per parameter name), so a checkpoint written by
 either loads into the other.
 
-Departs from Pyro's own wrappers (and ``STYLE.md``'s "the param store as the only home") in
-one way worth a line: the optimizer, not the param store, holds the order of the parameters,
-which is why the state is saved and restored per parameter name, never by position.
+The torch optimizer orders its parameters by when they first appeared, which a checkpoint
+must not depend on: the state is saved and restored per parameter name, never by position.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
 
 import pyro
@@ -79,6 +79,13 @@ class SingleOptim(PyroOptim):
             raise TypeError(
                 f"SingleOptim: {sorted(unknown)} are not implementation settings; "
                 f"expected some of {IMPLEMENTATION_KEYS} (training settings go in optim_args)"
+            )
+        accepted = inspect.signature(optim_constructor).parameters
+        missing = [k for k in implementation if k not in accepted]
+        if missing:
+            raise TypeError(
+                f"{optim_constructor.__name__} has no {', '.join(missing)} implementation; "
+                "leave the implementation to it (no keyword arguments)"
             )
         super().__init__(optim_constructor, optim_args, clip_args)
         self.implementation = implementation
