@@ -29,10 +29,12 @@ from pathlib import Path
 import pyro
 import torch
 import torch.nn.functional as F
+from optim_flags import add_optim_arguments, reference_adam  # benchmarks/optim_flags.py
 from torch import nn
 
 from zoo.data import load_dataset
 from zoo.models import BNN
+from zoo.optim import Adam
 from zoo.train import Trainer, TrainSettings
 
 
@@ -110,6 +112,7 @@ def main() -> None:
     parser.add_argument("--elbo", default="trace", choices=["trace", "meanfield", "jit"])
     parser.add_argument("--eval-samples", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: default)")
+    add_optim_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/bnn.json"))
     args = parser.parse_args()
     if args.threads:
@@ -127,11 +130,11 @@ def main() -> None:
         data, hidden_dims=args.hidden, prior="gaussian", prior_sigma=args.prior_sigma
     )
     settings = TrainSettings(epochs=0, batch_size=args.batch_size, elbo=args.elbo, progress=False)
-    trainer = Trainer(zoo_model, data, pyro.optim.Adam({"lr": args.lr}), settings)
+    trainer = Trainer(zoo_model, data, Adam({"lr": args.lr}, implementation=args.optim), settings)
     torch.manual_seed(0)
     sizes = [data.num_features, *args.hidden, data.num_classes]
     reference = TorchBBB(sizes, args.prior_sigma)
-    optimizer = torch.optim.Adam(reference.parameters(), lr=args.lr)
+    optimizer = reference_adam(reference.parameters(), args.lr, args.torch_adam)
     closed_form = args.elbo == "meanfield"
 
     zoo_times, torch_times = [], []

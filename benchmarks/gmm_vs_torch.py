@@ -36,10 +36,12 @@ from pathlib import Path
 import pyro
 import torch
 import torch.nn.functional as F
+from optim_flags import add_optim_arguments, reference_adam  # benchmarks/optim_flags.py
 from torch import distributions as td
 
 from zoo.data import load_dataset
 from zoo.models import GMM
+from zoo.optim import DEFAULT_IMPLEMENTATION, Adam
 from zoo.train import Trainer, TrainSettings
 
 K, D = 4, 2
@@ -56,7 +58,7 @@ def maxrss_mb() -> float:
 class TorchGMM:
     """The zoo's GMM and mean-field guide written out, started at the zoo model's values."""
 
-    def __init__(self, zoo_model: GMM):
+    def __init__(self, zoo_model: GMM, adam: str = "default"):
         guide = zoo_model.posterior
         self.prior_w = td.Dirichlet(zoo_model.weight_concentration)
         self.prior_loc = td.Normal(zoo_model.loc_center, zoo_model.loc_spread)
@@ -74,7 +76,7 @@ class TorchGMM:
             ]
         for p in self.params:
             p.requires_grad_(True)
-        self.optimizer = torch.optim.Adam(self.params, lr=0.01)
+        self.optimizer = reference_adam(self.params, 0.01, adam)
 
     @staticmethod
     def _raw(positive: torch.Tensor) -> torch.Tensor:
@@ -109,11 +111,18 @@ class TorchGMM:
             loss.item()
 
 
-def zoo_trainer(model: GMM, data, batch_size: int, lr: float, elbo: str = "trace") -> Trainer:
+def zoo_trainer(
+    model: GMM,
+    data,
+    batch_size: int,
+    lr: float,
+    elbo: str = "trace",
+    optim: str = DEFAULT_IMPLEMENTATION,
+) -> Trainer:
     settings = TrainSettings(
         epochs=0, batch_size=batch_size, sampling="replacement", progress=False, elbo=elbo
     )
-    return Trainer(model, data, pyro.optim.Adam({"lr": lr}), settings)
+    return Trainer(model, data, Adam({"lr": lr}, implementation=optim), settings)
 
 
 def zoo_steps(trainer: Trainer, steps: int) -> None:
@@ -128,8 +137,8 @@ def part_step(args) -> dict:
         data = synthetic(n)
         pyro.set_rng_seed(0)
         model = GMM.build(data, components=K, restarts=1, restart_steps=20)
-        reference = TorchGMM(model)
-        trainer = zoo_trainer(model, data, args.batch_size, 0.01, args.elbo)
+        reference = TorchGMM(model, args.torch_adam)
+        trainer = zoo_trainer(model, data, args.batch_size, 0.01, args.elbo, args.optim)
         zoo_ms, torch_ms = [], []
         for round_ in range(args.rounds + 1):  # round 0 warms up and is left out
             start = time.perf_counter()
@@ -287,6 +296,7 @@ def main() -> None:
         "--restart-steps", type=int, default=200, help="model.restart_steps (zoo default 200)"
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: default)")
+    add_optim_arguments(parser)
     parser.add_argument("--worker", choices=["sklearn", "zoo"], help=argparse.SUPPRESS)
     parser.add_argument("--target", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None)

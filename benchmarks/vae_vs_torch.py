@@ -25,11 +25,13 @@ from pathlib import Path
 
 import pyro
 import torch
+from optim_flags import add_optim_arguments, reference_adam  # benchmarks/optim_flags.py
 from torch import nn
 
 from zoo.data import load_dataset
 from zoo.models import VAE
 from zoo.models.vae import binarize
+from zoo.optim import Adam
 from zoo.train import Trainer, TrainSettings
 
 
@@ -95,6 +97,7 @@ def main() -> None:
     parser.add_argument("--latent", type=int, default=50)
     parser.add_argument("--elbo", default="trace", choices=["trace", "jit"])
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    add_optim_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/vae.json"))
     args = parser.parse_args()
     if args.threads:
@@ -111,10 +114,10 @@ def main() -> None:
     pyro.set_rng_seed(0)
     zoo_model = VAE.build(data, latent_dim=args.latent, hidden_dims=[args.hidden])
     settings = TrainSettings(epochs=0, batch_size=args.batch_size, elbo=args.elbo, progress=False)
-    trainer = Trainer(zoo_model, data, pyro.optim.Adam({"lr": 1e-3}), settings)
+    trainer = Trainer(zoo_model, data, Adam({"lr": 1e-3}, implementation=args.optim), settings)
     torch.manual_seed(0)
     reference = TorchVAE(data.num_features, args.hidden, args.latent)
-    optimizer = torch.optim.Adam(reference.parameters(), lr=1e-3)
+    optimizer = reference_adam(reference.parameters(), 1e-3, args.torch_adam)
 
     zoo_times, torch_times = [], []
     for epoch in range(1, args.epochs + 1):

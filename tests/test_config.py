@@ -11,9 +11,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
 from zoo.__main__ import config_dir
-from zoo.app import run
+from zoo.app import build_optim, run
 from zoo.config import check_config, config_hash
 from zoo.errors import ConfigError
+from zoo.optim import DEFAULT_IMPLEMENTATION, IMPLEMENTATIONS, SingleOptim
 
 CONF = Path(config_dir())
 GROUPS = ["model", "data", "optim", "trainer", "anneal", "experiment"]
@@ -132,6 +133,7 @@ BAD_VALUES = [
     ("optim.optim_args.lr=-0.001", "optim.optim_args.lr"),
     ("optim.optim_args.lr=0", "optim.optim_args.lr"),
     ("optim.optim_args.lr=fast", "optim.optim_args.lr"),
+    ("optim.implementation=cuda_graph", "optim.implementation"),
     ("anneal=linear anneal.beta_min=1.5", "anneal.beta_min"),
     ("anneal=linear anneal.warmup_epochs=-1", "anneal.warmup_epochs"),
     ("anneal=cyclical anneal.ramp=0", "anneal.ramp"),
@@ -211,3 +213,13 @@ def test_unknown_model_setting_is_a_config_error(tmp_path):
     cfg = tiny(compose_config(["+model.depth=3"]))
     with pytest.raises(ConfigError, match="depth"):
         run(cfg, tmp_path)
+
+
+def test_the_default_optim_is_one_torch_adam_over_all_parameters():
+    cfg = compose_config()
+    assert cfg.optim.implementation == DEFAULT_IMPLEMENTATION
+    optim = build_optim(cfg)
+    assert isinstance(optim, SingleOptim)
+    assert optim.implementation == IMPLEMENTATIONS[DEFAULT_IMPLEMENTATION]
+    per_parameter = build_optim(compose_config(["optim.implementation=per_parameter"]))
+    assert not isinstance(per_parameter, SingleOptim)

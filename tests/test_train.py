@@ -11,6 +11,7 @@ from zoo.checkpoint import load_checkpoint
 from zoo.data import load_dataset
 from zoo.errors import CheckpointError, TrainingDiverged
 from zoo.models import VAE
+from zoo.optim import DEFAULT_IMPLEMENTATION, IMPLEMENTATIONS, Adam
 from zoo.schedules import make_schedule
 from zoo.train import GuardedSVI, Trainer, TrainSettings, all_finite
 
@@ -22,13 +23,15 @@ def digits():
     return load_dataset("digits")
 
 
-def make_trainer(data, out_dir, settings=SETTINGS, identity=None, seed=0):
+def make_trainer(
+    data, out_dir, settings=SETTINGS, identity=None, seed=0, implementation=DEFAULT_IMPLEMENTATION
+):
     pyro.set_rng_seed(seed)
     model = VAE(data.num_features, latent_dim=2, hidden_dims=[16])
     return Trainer(
         model,
         data,
-        pyro.optim.Adam({"lr": 1e-2}),
+        Adam({"lr": 1e-2}, implementation=implementation),
         settings,
         schedule=make_schedule("linear", warmup_epochs=3),
         evaluate=lambda: model.evaluate(data, iw_samples=0),
@@ -37,16 +40,23 @@ def make_trainer(data, out_dir, settings=SETTINGS, identity=None, seed=0):
     )
 
 
-def test_resumed_run_ends_with_the_same_numbers_as_an_uninterrupted_one(digits, tmp_path):
-    straight = make_trainer(digits, tmp_path / "straight")
+@pytest.mark.parametrize("implementation", [*IMPLEMENTATIONS, "per_parameter"])
+def test_resumed_run_ends_with_the_same_numbers_as_an_uninterrupted_one(
+    digits, tmp_path, implementation
+):
+    straight = make_trainer(digits, tmp_path / "straight", implementation=implementation)
     straight.fit()
 
     first = make_trainer(
-        digits, tmp_path / "stopped", settings=TrainSettings(**{**vars(SETTINGS), "epochs": 2})
+        digits,
+        tmp_path / "stopped",
+        settings=TrainSettings(**{**vars(SETTINGS), "epochs": 2}),
+        implementation=implementation,
     )
     first.fit()
     pyro.clear_param_store()  # as in a new process
-    second = make_trainer(digits, tmp_path / "stopped", seed=123)  # the seed must not matter
+    # the seed must not matter
+    second = make_trainer(digits, tmp_path / "stopped", seed=123, implementation=implementation)
     second.resume()
     assert second.epoch == 2
     second.fit()

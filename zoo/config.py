@@ -98,6 +98,11 @@ RULES: dict[str, tuple[Check, str]] = {
     "optim.optim_args.lrd": (lambda v: positive_number(v) and v <= 1, "a number in (0, 1]"),
     "optim.optim_args.weight_decay": (non_negative_number, "a finite number >= 0"),
     "optim.clip_args.clip_norm": (positive_number, "a finite number > 0"),
+    "optim.implementation": (
+        one_of("fused", "foreach", "single_tensor", "per_parameter"),
+        "fused, foreach or single_tensor (one torch.optim.Adam over all parameters) or "
+        "per_parameter (pyro.optim.Adam)",
+    ),
     "anneal.name": (
         one_of("none", "constant", "linear", "sigmoid", "cyclical", "blundell"),
         "none, constant, linear, sigmoid, cyclical or blundell",

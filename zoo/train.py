@@ -353,11 +353,13 @@ class Trainer:
 
     def state(self) -> dict:
         """Everything needed to continue exactly where training stands."""
-        named = dict(self.model.named_parameters())
+        store = pyro.get_param_store()
+        by_store_name = self.optim.get_state()
+        # keyed by the module's names, which do not depend on the param store
         optim_state = {
-            name: self.optim.optim_objs[p].state_dict()
-            for name, p in named.items()
-            if p in self.optim.optim_objs
+            name: by_store_name[store.param_name(p)]
+            for name, p in self.model.named_parameters()
+            if store.param_name(p) in by_store_name
         }
         return {
             "identity": self.identity,
