@@ -35,6 +35,7 @@ from zoo import plots
 from zoo.guides import MeanField
 from zoo.metrics import adjusted_rand_index
 from zoo.models.base import ZooModel, data_plate
+from zoo.optim import Adam
 
 FORMS = ("mixture", "enumerated")
 MAX_EXHAUSTIVE_MATCH = 8  # K! permutations: 40320 at K = 8; greedy matching beyond
@@ -299,7 +300,7 @@ class GMM(ZooModel):
         best_state, best_index, elbos = None, None, []
         for index, start in enumerate(starts):
             self.start_at(start)
-            svi = SVI(self.model, self.guide, pyro.optim.Adam({"lr": lr}), self.elbo())
+            svi = SVI(self.model, self.guide, Adam({"lr": lr}), self.elbo())
             for _ in range(steps):
                 svi.step(x[torch.randint(len(x), (batch_size,), device=x.device)], size=len(x))
             with torch.no_grad():
