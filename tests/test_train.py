@@ -24,7 +24,13 @@ def digits():
 
 
 def make_trainer(
-    data, out_dir, settings=SETTINGS, identity=None, seed=0, implementation=DEFAULT_IMPLEMENTATION
+    data,
+    out_dir,
+    settings=SETTINGS,
+    identity=None,
+    seed=0,
+    implementation=DEFAULT_IMPLEMENTATION,
+    schedule=("linear", {"warmup_epochs": 3}),
 ):
     pyro.set_rng_seed(seed)
     model = VAE(data.num_features, latent_dim=2, hidden_dims=[16])
@@ -33,7 +39,7 @@ def make_trainer(
         data,
         Adam({"lr": 1e-2}, implementation=implementation),
         settings,
-        schedule=make_schedule("linear", warmup_epochs=3),
+        schedule=make_schedule(schedule[0], **schedule[1]),
         evaluate=lambda: model.evaluate(data, iw_samples=0),
         out_dir=out_dir,
         identity=identity or {"model": "vae", "config": "test"},
@@ -147,9 +153,18 @@ def test_batch_larger_than_the_data_is_refused(digits):
 @pytest.mark.parametrize("elbo", ["trace", "meanfield", "jit", "traceenum"])
 def test_every_elbo_trains(digits, elbo):
     settings = TrainSettings(epochs=3, batch_size=128, elbo=elbo, progress=False, eval_every=3)
-    history = make_trainer(digits, None, settings=settings).fit()
+    # a JIT-compiled ELBO holds beta fixed (the next test): no annealing there
+    schedule = ("none", {}) if elbo == "jit" else ("linear", {"warmup_epochs": 3})
+    history = make_trainer(digits, None, settings=settings, schedule=schedule).fit()
     assert history[-1]["train/loss"] < history[0]["train/loss"]
     assert history[-1]["test/elbo"] > -45
+
+
+def test_jit_refuses_a_beta_that_changes_after_it_was_compiled_into_the_graph(digits):
+    settings = TrainSettings(epochs=2, batch_size=128, elbo="jit", progress=False)
+    trainer = make_trainer(digits, None, settings=settings)  # linear warm-up: beta moves
+    with pytest.raises(ValueError, match="beta changed from 0.0 to .* under JitTrace_ELBO"):
+        trainer.fit()
 
 
 @pytest.mark.parametrize(

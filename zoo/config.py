@@ -139,6 +139,13 @@ def check_config(cfg: DictConfig) -> None:
         present, value = _lookup(cfg, key)
         if present and not check(value):
             raise ConfigError(f"{key} = {value!r} is not valid: it must be {valid}.")
+    anneal = cfg.get("anneal", {}).get("name")
+    if cfg.get("trainer", {}).get("elbo") == "jit" and anneal not in (None, "none", "constant"):
+        raise ConfigError(
+            f"trainer.elbo = 'jit' is not valid with anneal={anneal}: JitTrace_ELBO compiles "
+            "beta into its graph at the first step, so a schedule would be frozen at its first "
+            "value. Use trainer.elbo=trace or meanfield with annealing, or anneal=none with jit."
+        )
     root = cfg.get("data", {}).get("root")
     if root is not None and not Path(str(root)).expanduser().is_dir():
         raise ConfigError(

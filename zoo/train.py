@@ -191,6 +191,8 @@ class Trainer:
             settings.elbo, settings.num_particles, getattr(model, "max_plate_nesting", None)
         )
         self.svi = GuardedSVI(model.model, model.guide, optim, elbo)
+        self.elbo = elbo
+        self._compiled_beta: float | None = None  # JitTrace_ELBO: the beta in its graph
         self.epoch = 0  # epochs completed
         self.history: list[dict] = []
         n = len(data.train_x)
@@ -267,6 +269,21 @@ class Trainer:
             kept = "no epoch was complete, so there is no checkpoint to resume from"
         raise Interrupted(f"interrupted by {signal.Signals(signum).name} {where}: {kept}.", signum)
 
+    def _beta(self, step: int, steps: int) -> float:
+        """The schedule's beta; refused where a JIT-compiled ELBO could not follow it."""
+        beta = self.schedule(self.epoch, step, steps)
+        if isinstance(self.elbo, JitTrace_ELBO):
+            # the compiled graph holds the beta of its first step as a constant
+            if self._compiled_beta is None:
+                self._compiled_beta = beta
+            if beta != self._compiled_beta:
+                raise ValueError(
+                    f"beta changed from {self._compiled_beta} to {beta} under JitTrace_ELBO, which compiled "
+                    "the first value into its graph: anneal with Trace_ELBO or "
+                    "TraceMeanField_ELBO (trainer.elbo=trace or meanfield)"
+                )
+        return beta
+
     def _train_epoch(self) -> dict:
         settings, data = self.settings, self.data
         n, b, steps = len(data.train_x), settings.batch_size, self.steps_per_epoch
@@ -286,7 +303,7 @@ class Trainer:
             dynamic_ncols=True,
         )
         for step, index in enumerate(bar):
-            self.annealer.beta = self.schedule(self.epoch, step, steps)
+            self.annealer.beta = self._beta(step, steps)
             args = (x[index],) if data.train_y is None else (x[index], data.train_y[index])
             with self.annealer:
                 loss = self.svi.step(*args, size=n)

@@ -59,6 +59,7 @@ BAD = [
     (["seed=abc"], "seed", "an integer >= 0"),
     (["device=tpu"], "device", "auto, cpu or cuda"),
     (["threads=0"], "threads", "an integer >= 1, or null"),
+    (["trainer.elbo=jit", "anneal=linear"], "trainer.elbo", "Use trainer.elbo=trace or meanfield"),
     (["data=old_faithful", "model=gmm", "data.folds=5", "data.fold=7"], "fold = 7", "0 to 4"),
     (["resume=maybe"], "resume", "true or false"),
     (["resume=true"], "resume", "start without resume=true"),

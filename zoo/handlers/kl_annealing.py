@@ -9,6 +9,9 @@ same rule gives ``E_q[log p(x|z)] - beta * KL``.
 ``poutine.scale`` cannot do this: it refuses a scale of 0, and it also scales observed
 sites. This handler accepts ``beta = 0`` (pure reconstruction at the start of a warm-up)
 and any finite ``beta > 1`` (beta-VAE, Blundell's minibatch weights).
+
+Not under ``JitTrace_ELBO`` with a beta that changes: the compiled graph keeps the beta of
+its first call as a constant and ignores later values (the zoo's trainer refuses it).
 """
 
 from __future__ import annotations
