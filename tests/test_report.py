@@ -204,3 +204,26 @@ def test_the_sklearn_baseline_writes_summaries_that_the_report_puts_in_a_row(tmp
     (tmp_path / "tables.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     readme = build(tmp_path)["README.md"]
     assert "| EM | -4." in readme and "| 3/3 |" in readme
+
+
+def test_a_chart_draws_the_listed_columns_against_the_rows_x(tmp_path):
+    spec = json.loads(json.dumps(CV_SPEC))
+    spec["cv"]["chart"] = {
+        "columns": ["time.fit_s", "resources.peak_rss_mb"],
+        "x_label": "N",
+        "path": "figures/cv/scaling.png",
+        "caption": "time and memory against N",
+    }
+    spec["cv"]["rows"][0]["chart"] = {"x": "1e5", "series": "zoo"}
+    spec["cv"]["rows"][1]["chart"] = {"x": "1e6", "series": "zoo"}
+    (tmp_path / "tables.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    for row in ("zoo", "em"):
+        for fold in range(3):
+            write_fold_run(tmp_path, row, fold, -4.0)
+    assert main(["--results", str(tmp_path)]) == 0
+    png = tmp_path / "figures" / "cv" / "scaling.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert (
+        "![time and memory against N](figures/cv/scaling.png)"
+        in (tmp_path / "README.md").read_text()
+    )

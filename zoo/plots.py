@@ -242,3 +242,33 @@ def reliability_diagram(
     hist.set_xlabel("confidence (maximum predictive probability)")
     hist.set_ylabel("share")
     return _save(fig, path)
+
+
+def series_panels(
+    panels: list[dict],
+    path: Path,
+    *,
+    x_label: str,
+    log_x: bool = True,
+    log_y: bool = True,
+) -> Path:
+    """One panel per quantity, each a line per series: e.g. fit time and peak memory
+    against N, for the zoo and scikit-learn.
+
+    :param panels: ``[{"label": str, "series": {name: [(x, mean, sd), ...]}}]``; sd may be NaN.
+    """
+    fig, axes = _pyplot().subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        for name, points in panel["series"].items():
+            points = sorted(points)
+            xs, means, sds = zip(*points)
+            sds = [0.0 if math.isnan(s) else s for s in sds]
+            ax.errorbar(xs, means, yerr=sds, marker="o", capsize=3, label=name)
+        ax.set_xscale("log" if log_x else "linear")
+        ax.set_yscale("log" if log_y else "linear")
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(panel["label"])
+        ax.grid(alpha=0.3, which="both")
+        ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)

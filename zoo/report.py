@@ -11,6 +11,7 @@ for cross-validation), and a row may be made by a baseline script that takes the
 overrides and writes summaries of the same form (``script: benchmarks/sklearn_gmm.py
 --method em``; its command ends in ``--out results/runs/<table>/<row>``). A column is a
 metric name, or a dotted path into the summary (``time.fit_s``, ``resources.peak_rss_mb``).
+A table's ``chart`` draws some of its columns against each row's ``chart: {x, series}``.
 
 and their ``summary.json`` files are committed (the rest of each run folder is ignored by
 git), so the tables can be rebuilt and checked without retraining. The report writes
@@ -208,7 +209,7 @@ def render_table(name: str, spec: dict, rows: list[dict]) -> str:
         lines.append(f"- {note}")
     if spec.get("notes"):
         lines.append("")
-    for figure in spec.get("figures", []):
+    for figure in [*spec.get("figures", []), *([spec["chart"]] if "chart" in spec else [])]:
         lines.append(f"![{figure['caption']}]({figure['path']})")
         lines.append("")
     return "\n".join(lines)
@@ -253,6 +254,26 @@ def copy_figures(results: Path, name: str, spec: dict) -> None:
             target = results / figure["path"]
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(runs[0], target)
+
+
+def draw_chart(results: Path, spec: dict, rows: list[dict]) -> Path | None:
+    """The table's ``chart``, where it has one: each listed column against the rows' ``x``,
+    a line per ``series``, mean and sd over the runs. Written by the report, not a run."""
+    chart = spec.get("chart")
+    if chart is None:
+        return None
+    panels = []
+    for key in chart["columns"]:
+        series: dict[str, list] = {}
+        for r in rows:
+            where = r["row"].get("chart")
+            if where is not None and f"{key} sd" in r["raw"]:
+                point = (float(where["x"]), r["raw"][key], r["raw"][f"{key} sd"])
+                series.setdefault(where["series"], []).append(point)
+        panels.append({"label": spec["columns"][key]["label"], "series": series})
+    from zoo import plots  # matplotlib only where a chart is drawn
+
+    return plots.series_panels(panels, results / chart["path"], x_label=chart["x_label"])
 
 
 def build(results: Path = RESULTS, *, force: bool = False) -> dict[str, str]:
@@ -313,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = load_spec(args.results)
     for name, table in spec.items():
         copy_figures(args.results, name, table)
+        draw_chart(args.results, table, table_rows(args.results, name, table))
     for path, text in files.items():
         (args.results / path).write_text(text)
         print(f"wrote {args.results / path}")
