@@ -82,9 +82,13 @@ def make_elbo(
     dimensions to the left of the plates under ``traceenum``; None lets Pyro guess it."""
     if name not in ELBOS:
         raise ValueError(f"trainer.elbo must be one of {sorted(ELBOS)}, got {name!r}")
-    nesting = {} if max_plate_nesting is None else {"max_plate_nesting": max_plate_nesting}
+    options = {} if max_plate_nesting is None else {"max_plate_nesting": max_plate_nesting}
+    if name == "jit":
+        # the tracer warns of the Python branches on sizes in the data plate: they are taken
+        # once when tracing, which is right because every training batch has the same size
+        options["ignore_jit_warnings"] = True
     # vectorizing particles needs models written for it; a loop over particles works for all
-    return ELBOS[name](num_particles=num_particles, vectorize_particles=False, **nesting)
+    return ELBOS[name](num_particles=num_particles, vectorize_particles=False, **options)
 
 
 def all_finite(tensors: list[torch.Tensor]) -> bool:
@@ -214,6 +218,8 @@ class Trainer:
     def fit(self) -> list[dict]:
         """Trains until ``settings.epochs`` epochs are complete; returns the per-epoch history."""
         with pyro.validation_enabled(self.settings.validate), self._stop_on_signals():
+            if self.epoch < self.settings.epochs:
+                self._compile_once()
             while self.epoch < self.settings.epochs:
                 record = self._train_epoch()
                 if self.evaluate and (
@@ -268,6 +274,28 @@ class Trainer:
         else:
             kept = "no epoch was complete, so there is no checkpoint to resume from"
         raise Interrupted(f"interrupted by {signal.Signals(signum).name} {where}: {kept}.", signum)
+
+    def _compile_once(self) -> None:
+        """JitTrace_ELBO compiles its graph at its first call, which draws other random
+        numbers than a compiled step; a resumed run would make that call at another step
+        than an uninterrupted one and drift from it. So the first call is made here, on the
+        first training rows, with the random state put back afterwards and its gradients
+        dropped: every training step then runs the compiled graph, and resume stays exact."""
+        if not isinstance(self.elbo, JitTrace_ELBO) or self._compiled_beta is not None:
+            return
+        rows = slice(0, self.settings.batch_size)
+        self.annealer.beta = self._beta(0, self.steps_per_epoch)
+        with torch.random.fork_rng(devices=self._cuda_devices()):
+            state = random.getstate()
+            x = self.model.prepare_epoch(self.data.train_x[rows])
+            args = (x,) if self.data.train_y is None else (x, self.data.train_y[rows])
+            # SVI's own model and guide: the compiled graph is cached per their identity
+            with poutine.trace(param_only=True) as params, self.annealer:
+                self.elbo.loss_and_grads(
+                    self.svi.model, self.svi.guide, *args, size=len(self.data.train_x)
+                )
+            random.setstate(state)
+        zero_grads({site["value"].unconstrained() for site in params.trace.nodes.values()})
 
     def _beta(self, step: int, steps: int) -> float:
         """The schedule's beta; refused where a JIT-compiled ELBO could not follow it."""
