@@ -19,17 +19,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
-import platform
-import statistics
-import time
 from pathlib import Path
 
 import pyro
 import torch
 import torch.nn.functional as F
 from optim_flags import add_optim_arguments, reference_adam  # benchmarks/optim_flags.py
+from side_by_side import alternate, ratios_result, reference_epoch, write_result
 from torch import nn
 
 from zoo.data import load_dataset
@@ -87,19 +84,6 @@ class TorchBBB(nn.Module):
         return 1.0 - (probs.argmax(-1) == y).float().mean().item()
 
 
-def torch_epoch(model, optimizer, x, y, batch_size, closed_form_kl) -> float:
-    n = len(x)
-    steps = n // batch_size
-    total = 0.0
-    for index in torch.randperm(n)[: steps * batch_size].view(steps, batch_size):
-        optimizer.zero_grad()
-        loss = model.loss(x[index], y[index], n, closed_form_kl)
-        loss.backward()
-        optimizer.step()
-        total += loss.item()
-    return total / steps / n
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="fashion_mnist")
@@ -137,45 +121,27 @@ def main() -> None:
     optimizer = reference_adam(reference.parameters(), args.lr, args.torch_adam)
     closed_form = args.elbo == "meanfield"
 
-    zoo_times, torch_times = [], []
-    for epoch in range(1, args.epochs + 1):
+    def zoo_epoch(epoch: int) -> float:
         trainer.settings = dataclasses.replace(settings, epochs=epoch)
-        start = time.perf_counter()
-        trainer.fit()
-        zoo_times.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        torch_loss = torch_epoch(
-            reference, optimizer, data.train_x, data.train_y, args.batch_size, closed_form
-        )
-        torch_times.append(time.perf_counter() - start)
-        print(
-            f"epoch {epoch}: zoo {zoo_times[-1]:.2f} s (loss {trainer.history[-1]['train/loss']:.4f}), "
-            f"torch {torch_times[-1]:.2f} s (loss {torch_loss:.4f})",
-            flush=True,
-        )
+        return trainer.fit()[-1]["train/loss"]
 
-    ratios = [z / t for z, t in zip(zoo_times[1:], torch_times[1:])]
+    def torch_epoch() -> float:
+        x, y, n = data.train_x, data.train_y, len(data.train_x)
+        loss = lambda index: reference.loss(x[index], y[index], n, closed_form)  # noqa: E731
+        return reference_epoch(loss, optimizer, n, args.batch_size)
+
+    zoo_times, torch_times = alternate(args.epochs, zoo_epoch, torch_epoch)
     torch.manual_seed(1)
     zoo_error = zoo_model.evaluate(data, num_samples=args.eval_samples, ood=None)["test/error"]
     torch.manual_seed(1)
     torch_error = reference.test_error(data.test_x, data.test_y, args.eval_samples)
-    result = {
-        "benchmark": "bnn_vs_torch",
-        "settings": vars(args) | {"out": str(args.out), "train_rows_used": len(data.train_x)},
-        "ratio_median": statistics.median(ratios),
-        "ratio_min": min(ratios),
-        "ratio_max": max(ratios),
-        "zoo_epoch_s": zoo_times,
-        "torch_epoch_s": torch_times,
-        "test_error": {"zoo": zoo_error, "torch": torch_error},
-        "machine": {"cpu_count": platform.os.cpu_count(), "platform": platform.platform()},
-        "versions": {"torch": torch.__version__, "pyro": pyro.__version__},
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    settings_used = vars(args) | {"out": str(args.out), "train_rows_used": len(data.train_x)}
+    result = ratios_result("bnn_vs_torch", settings_used, zoo_times, torch_times)
+    result["test_error"] = {"zoo": zoo_error, "torch": torch_error}
+    write_result(result, args.out)
     print(
         f"zoo / torch epoch time: median {result['ratio_median']:.3f} "
-        f"(min {result['ratio_min']:.3f}, max {result['ratio_max']:.3f}) over {len(ratios)} epochs; "
+        f"(min {result['ratio_min']:.3f}, max {result['ratio_max']:.3f}) over {len(result['ratios'])} epochs; "
         f"test error zoo {zoo_error:.4f}, torch {torch_error:.4f}; written to {args.out}"
     )
 

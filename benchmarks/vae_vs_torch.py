@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
-import platform
-import statistics
-import time
 from pathlib import Path
 
 import pyro
 import torch
 from optim_flags import add_optim_arguments, reference_adam  # benchmarks/optim_flags.py
+from side_by_side import alternate, ratios_result, reference_epoch, write_result
 from torch import nn
 
 from zoo.data import load_dataset
@@ -72,21 +69,6 @@ class TorchVAE(nn.Module):
         return (log_lik - kl).mean().item()
 
 
-def torch_epoch(model: TorchVAE, optimizer, x_train: torch.Tensor, batch_size: int) -> float:
-    n = len(x_train)
-    steps = n // batch_size
-    x = binarize(x_train)
-    batches = torch.randperm(n)[: steps * batch_size].view(steps, batch_size)
-    total = 0.0
-    for index in batches:
-        optimizer.zero_grad()
-        loss = model.loss(x[index], n)
-        loss.backward()
-        optimizer.step()
-        total += loss.item()
-    return total / steps / n
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="fashion_mnist")
@@ -119,44 +101,27 @@ def main() -> None:
     reference = TorchVAE(data.num_features, args.hidden, args.latent)
     optimizer = reference_adam(reference.parameters(), 1e-3, args.torch_adam)
 
-    zoo_times, torch_times = [], []
-    for epoch in range(1, args.epochs + 1):
+    def zoo_epoch(epoch: int) -> float:
         trainer.settings = dataclasses.replace(settings, epochs=epoch)
-        start = time.perf_counter()
-        trainer.fit()
-        zoo_times.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        torch_loss = torch_epoch(reference, optimizer, data.train_x, args.batch_size)
-        torch_times.append(time.perf_counter() - start)
-        print(
-            f"epoch {epoch}: zoo {zoo_times[-1]:.2f} s (loss {trainer.history[-1]['train/loss']:.2f}), "
-            f"torch {torch_times[-1]:.2f} s (loss {torch_loss:.2f})",
-            flush=True,
-        )
+        return trainer.fit()[-1]["train/loss"]
 
-    # the first epoch carries one-off costs (optimizer set-up, JIT tracing): leave it out
-    ratios = [z / t for z, t in zip(zoo_times[1:], torch_times[1:])]
+    def torch_epoch() -> float:
+        x = binarize(data.train_x)  # dynamic binarization, as the zoo's epoch does it
+        loss = lambda index: reference.loss(x[index], len(x))  # noqa: E731
+        return reference_epoch(loss, optimizer, len(x), args.batch_size)
+
+    zoo_times, torch_times = alternate(args.epochs, zoo_epoch, torch_epoch)
     torch.manual_seed(1)
     zoo_elbo = zoo_model.evaluate(data, iw_samples=0)["test/elbo"]
     torch.manual_seed(1)
     torch_elbo = reference.test_elbo(x_test)
-    result = {
-        "benchmark": "vae_vs_torch",
-        "settings": vars(args) | {"out": str(args.out), "train_rows_used": len(data.train_x)},
-        "ratio_median": statistics.median(ratios),
-        "ratio_min": min(ratios),
-        "ratio_max": max(ratios),
-        "zoo_epoch_s_median": statistics.median(zoo_times[1:]),
-        "torch_epoch_s_median": statistics.median(torch_times[1:]),
-        "test_elbo": {"zoo": zoo_elbo, "torch": torch_elbo},
-        "machine": {"cpu_count": torch.get_num_threads(), "platform": platform.platform()},
-        "versions": {"torch": torch.__version__, "pyro": pyro.__version__},
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    settings_used = vars(args) | {"out": str(args.out), "train_rows_used": len(data.train_x)}
+    result = ratios_result("vae_vs_torch", settings_used, zoo_times, torch_times)
+    result["test_elbo"] = {"zoo": zoo_elbo, "torch": torch_elbo}
+    write_result(result, args.out)
     print(
         f"zoo / torch epoch time: median {result['ratio_median']:.3f} "
-        f"(min {result['ratio_min']:.3f}, max {result['ratio_max']:.3f}) over {len(ratios)} epochs; "
+        f"(min {result['ratio_min']:.3f}, max {result['ratio_max']:.3f}) over {len(result['ratios'])} epochs; "
         f"test ELBO zoo {zoo_elbo:.2f}, torch {torch_elbo:.2f} "
         f"(differ by {abs(zoo_elbo - torch_elbo):.2f} nats); written to {args.out}"
     )
