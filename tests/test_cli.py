@@ -52,12 +52,18 @@ def test_bad_values_exit_non_zero_with_one_paragraph_and_no_traceback(tmp_path, 
     [
         (["model=vea"], "Could not find 'model/vea'"),
         (["trainer.epoch=3"], "Key 'epoch' is not in struct"),
+        (
+            ["model=gmm", "model.latnt_dim=3"],
+            "zoo: unknown key 'model.latnt_dim'; the keys of 'model' are: components,",
+        ),
+        (["trainer.epoch=3"], "zoo: unknown key 'trainer.epoch' (did you mean 'trainer.epochs'?)"),
     ],
 )
 def test_hydra_refuses_unknown_options_and_keys(tmp_path, args, expected):
     result = zoo(*args, cwd=tmp_path)
     assert result.returncode != 0
     assert expected in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_help_lists_the_groups_and_their_options(tmp_path):

@@ -61,5 +61,19 @@ def main(cfg: DictConfig) -> None:
     print(format_summary(summary))
 
 
+def cli() -> None:
+    """``main`` plus, when Hydra refuses a key that is not in the config, the valid keys."""
+    try:
+        main()
+    except SystemExit as e:
+        if e.code == 1:  # Hydra's status for a config it could not compose
+            from zoo.hints import unknown_key_hints
+
+            overrides = [a for a in sys.argv[1:] if "=" in a and not a.startswith("-")]
+            for hint in unknown_key_hints(overrides, config_dir()):
+                print(f"zoo: {hint}", file=sys.stderr)
+        raise
+
+
 if __name__ == "__main__":
-    main()
+    cli()
