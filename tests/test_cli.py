@@ -15,6 +15,10 @@ def test_a_short_run_prints_its_summary_and_writes_its_files(tmp_path):
     assert "test/elbo" in result.stdout and "test/log_px" in result.stdout
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["epochs"] == 2
+    assert summary["time"]["eval_s"] > 0
+    log = (tmp_path / "run" / "__main__.log").read_text()
+    assert "final evaluation on 360 test rows (iw_samples=20" in log
+    assert "final evaluation took" in log
     assert (tmp_path / "run" / "figures" / "reconstructions.png").is_file()
     assert set(os.listdir(tmp_path)) == {"run"}  # nothing written to the working directory
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import logging
 import math
 import os
 import platform
@@ -31,6 +32,8 @@ from zoo.schedules import make_schedule
 from zoo.train import Trainer, TrainSettings
 
 SUMMARY_NAME = "summary.json"
+
+log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -99,6 +102,10 @@ def machine() -> dict[str, object]:
         "cpu_count": os.cpu_count(),
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
+
+
+def _settings_text(settings: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in settings.items()) or "defaults"
 
 
 def peak_rss_mb() -> float | None:
@@ -170,9 +177,14 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike) -> dict:
     write_text_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True), "config")
 
     history = trainer.fit()
+    # the final evaluation can outlast training (the VAE's K = 5000 estimate): say so in the log
+    log.info("final evaluation on %d test rows (%s)", len(data.test_x), _settings_text(evaluation))
+    eval_start = time.perf_counter()
     with torch.random.fork_rng(devices=[]), torch.no_grad(), pyro.validation_enabled(False):
         torch.manual_seed(settings.eval_seed)
-        metrics = model.evaluate(data, **evaluation)
+        metrics = model.evaluate(data, **evaluation, progress=settings.progress)
+    eval_s = time.perf_counter() - eval_start
+    log.info("final evaluation took %.1f s", eval_s)
     bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
     if bad:
         raise TrainingDiverged(
@@ -193,6 +205,7 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike) -> dict:
             "build_s": build_s,
             "train_s": history[-1]["time/total_s"],
             "fit_s": build_s + history[-1]["time/total_s"],  # what a fit costs: build and train
+            "eval_s": eval_s,
             "run_s": time.perf_counter() - start,
         },
         "resources": {"peak_rss_mb": peak_rss_mb()},

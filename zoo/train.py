@@ -32,7 +32,6 @@ from pyro import poutine
 from pyro.infer import SVI, JitTrace_ELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 from pyro.infer.util import torch_item
 from pyro.optim import PyroOptim
-from tqdm.auto import tqdm
 
 from zoo.checkpoint import (
     load_latest_checkpoint,
@@ -43,6 +42,7 @@ from zoo.checkpoint import (
 from zoo.errors import CheckpointError, Interrupted, TrainingDiverged
 from zoo.files import write_text_atomic
 from zoo.handlers import KLAnnealingMessenger
+from zoo.progress import progress_bar
 from zoo.schedules import Schedule
 
 ELBOS = {
@@ -330,13 +330,11 @@ class Trainer:
         else:
             batches = (torch.randint(n, (b,), device=x.device) for _ in range(steps))
         total, skipped = 0.0, 0
-        bar = tqdm(
+        bar = progress_bar(
             batches,
             total=steps,
             desc=f"epoch {self.epoch + 1}/{settings.epochs}",
-            disable=None if settings.progress else True,  # None: only on a terminal
-            leave=False,
-            dynamic_ncols=True,
+            enabled=settings.progress,
         )
         for step, index in enumerate(bar):
             self.annealer.beta = self._beta(step, steps)

@@ -60,8 +60,9 @@ class ZooModel(PyroModule):
         """The training inputs for one epoch (e.g. a fresh binarization); identity by default."""
         return x
 
-    def evaluate(self, data: Any, **settings: Any) -> dict[str, float]:
-        """Test metrics of the fitted model, keyed ``test/<name>``."""
+    def evaluate(self, data: Any, *, progress: bool = False, **settings: Any) -> dict[str, float]:
+        """Test metrics of the fitted model, keyed ``test/<name>``; ``progress`` draws a bar
+        over the evaluation's long loop, if it has one (see :func:`zoo.progress.progress_bar`)."""
         return {}
 
     def figures(self, data: Any, history: list[dict], out_dir: Path) -> dict[str, str]:

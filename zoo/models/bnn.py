@@ -36,6 +36,7 @@ from zoo.distributions import ScaleMixtureNormal
 from zoo.guides import BayesByBackprop, init_to_fan_in_uniform
 from zoo.handlers import LocalReparameterizationMessenger, linear
 from zoo.models.base import ZooModel, data_plate
+from zoo.progress import progress_bar
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": F.relu,
@@ -257,18 +258,30 @@ class BNN(ZooModel):
         noise = self._observation_noise(x) if self.likelihood == "normal" else x.new_zeros(())
         return out, noise
 
+    def draws(self, num_samples: int) -> int:
+        """How many draws of the weights a predictive of ``num_samples`` makes: the MAP guide
+        without dropout has one point, so one draw."""
+        return 1 if self.guide_name == "map" else num_samples
+
     @torch.no_grad()
     def predictive_draws(
         self, x: torch.Tensor, num_samples: int, batch_size: int = 1000
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yields ``(outputs (N, num_outputs), sigma_y)`` for ``num_samples`` draws of the
         weights from the guide; the MAP guide without dropout has one draw only."""
-        if self.guide_name == "map":
-            num_samples = 1
         x0 = x[:1]
-        for _ in range(num_samples):
+        for _ in range(self.draws(num_samples)):
             guide_trace = poutine.trace(self.approximation).get_trace(x0, self._dummy_targets(x0))
             yield poutine.replay(self._outputs, trace=guide_trace)(x, batch_size)
+
+    def _shown_draws(self, x, num_samples, batch_size, progress):
+        """:meth:`predictive_draws` with a bar over the draws (on a terminal, if ``progress``)."""
+        return progress_bar(
+            self.predictive_draws(x, num_samples, batch_size),
+            desc="test draws",
+            total=self.draws(num_samples),
+            enabled=progress,
+        )
 
     @torch.no_grad()
     def evaluate(
@@ -280,6 +293,7 @@ class BNN(ZooModel):
         calibration_bins: int = 15,
         ood: str | None = "noise",
         ood_size: int = 2000,
+        progress: bool = False,
     ) -> dict[str, float]:
         """Test metrics of the posterior predictive, by Monte Carlo over ``num_samples``
         draws of the weights.
@@ -293,9 +307,9 @@ class BNN(ZooModel):
         """
         self._last_evaluation = {"num_samples": num_samples, "batch_size": batch_size}
         if self.likelihood == "normal":
-            return self._evaluate_regression(data, num_samples, batch_size)
+            return self._evaluate_regression(data, num_samples, batch_size, progress)
         return self._evaluate_classification(
-            data, num_samples, batch_size, calibration_bins, ood, ood_size
+            data, num_samples, batch_size, calibration_bins, ood, ood_size, progress
         )
 
     def _ood_inputs(self, name: str, like: torch.Tensor, size: int) -> torch.Tensor:
@@ -309,14 +323,16 @@ class BNN(ZooModel):
             )
         return x
 
-    def _evaluate_classification(self, data, num_samples, batch_size, bins, ood, ood_size):
+    def _evaluate_classification(
+        self, data, num_samples, batch_size, bins, ood, ood_size, progress=False
+    ):
         x, y = data.test_x, data.test_y
         n = len(x)
         if ood:
             x = torch.cat([x, self._ood_inputs(ood, x, ood_size)])
         log_mean = None  # log of the running sum of the class probabilities, (N, C)
         draws = 0
-        for out, _ in self.predictive_draws(x, num_samples, batch_size):
+        for out, _ in self._shown_draws(x, num_samples, batch_size, progress):
             log_p = F.log_softmax(out, dim=-1)
             log_mean = log_p if log_mean is None else torch.logaddexp(log_mean, log_p)
             draws += 1
@@ -341,13 +357,15 @@ class BNN(ZooModel):
             metrics["test/ood_auroc"] = auroc(entropy[:n], entropy[n:])
         return metrics
 
-    def _regression_draws(self, x, num_samples, batch_size) -> tuple[torch.Tensor, torch.Tensor]:
-        means, noises = zip(*self.predictive_draws(x, num_samples, batch_size))
+    def _regression_draws(
+        self, x, num_samples, batch_size, progress=False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        means, noises = zip(*self._shown_draws(x, num_samples, batch_size, progress))
         return torch.stack(means).squeeze(-1), torch.stack(noises)  # (S, N), (S,)
 
-    def _evaluate_regression(self, data, num_samples, batch_size):
+    def _evaluate_regression(self, data, num_samples, batch_size, progress=False):
         y = data.test_y.reshape(-1)
-        means, noises = self._regression_draws(data.test_x, num_samples, batch_size)
+        means, noises = self._regression_draws(data.test_x, num_samples, batch_size, progress)
         s = len(means)
         log_lik = dist.Normal(means, noises[:, None]).log_prob(y)  # (S, N)
         predictions = means + noises[:, None] * torch.randn_like(means)  # y ~ p(y | x, D)

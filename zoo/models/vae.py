@@ -24,6 +24,7 @@ from zoo import plots
 from zoo.guides import AmortizedNormal
 from zoo.metrics import elbo_parts, importance_log_likelihood
 from zoo.models.base import ZooModel, data_plate
+from zoo.progress import progress_bar
 
 ACTIVATIONS = {"softplus": nn.Softplus, "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU}
 TEST_BINARIZATION_SEED = 20140101  # fixed once for all runs: test numbers stay comparable
@@ -126,7 +127,13 @@ class VAE(ZooModel):
 
     @torch.no_grad()
     def evaluate(
-        self, data, *, iw_samples: int = 5000, batch_size: int = 500, active_threshold: float = 0.01
+        self,
+        data,
+        *,
+        iw_samples: int = 5000,
+        batch_size: int = 500,
+        active_threshold: float = 0.01,
+        progress: bool = False,
     ) -> dict[str, float]:
         """Test ELBO per image in nats with its parts, the importance-weighted log p(x) with
         ``iw_samples`` samples (K), and the number of active latent units (Burda et al. 2016:
@@ -135,7 +142,8 @@ class VAE(ZooModel):
         n = len(x)
         reconstruction = kl = log_px = 0.0
         posterior_means = []
-        for batch in x.split(batch_size):
+        batches = x.split(batch_size)
+        for batch in progress_bar(batches, desc="test", total=len(batches), enabled=progress):
             r, k = elbo_parts(self.model, self.guide, batch)
             reconstruction, kl = reconstruction + r, kl + k
             if iw_samples > 0:
