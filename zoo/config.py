@@ -3,8 +3,9 @@
 Each rule names a key and says what would be valid, so a wrong value stops the run with a
 one-paragraph :class:`~zoo.errors.ConfigError` instead of a traceback from deep inside
 torch. Hydra itself refuses unknown config group options and keys that are not in the
-config (:mod:`zoo.hints` then names the valid keys); these rules cover the values, and :class:`OutputDirCheck` (a Hydra callback) the
-output folder, which Hydra creates before any of our code runs.
+config (:mod:`zoo.hints` then names the valid keys); these rules cover the values, and
+:class:`OutputDirCheck` (a Hydra callback) the output folder, which Hydra creates before any
+of our code runs.
 """
 
 from __future__ import annotations
