@@ -54,19 +54,25 @@ def test_bad_values_exit_non_zero_with_one_paragraph_and_no_traceback(tmp_path, 
 @pytest.mark.parametrize(
     "args,expected",
     [
-        (["model=vea"], "Could not find 'model/vea'"),
-        (["trainer.epoch=3"], "Key 'epoch' is not in struct"),
+        (["model=vea"], ["Could not find 'model/vea'"]),
+        (
+            ["trainer.epoch=3"],
+            [
+                "Key 'epoch' is not in struct",
+                "zoo: unknown key 'trainer.epoch' (did you mean 'trainer.epochs'?)",
+            ],
+        ),
         (
             ["model=gmm", "model.latnt_dim=3"],
-            "zoo: unknown key 'model.latnt_dim'; the keys of 'model' are: components,",
+            ["zoo: unknown key 'model.latnt_dim'; the keys of 'model' are: components,"],
         ),
-        (["trainer.epoch=3"], "zoo: unknown key 'trainer.epoch' (did you mean 'trainer.epochs'?)"),
     ],
 )
 def test_hydra_refuses_unknown_options_and_keys(tmp_path, args, expected):
     result = zoo(*args, cwd=tmp_path)
     assert result.returncode != 0
-    assert expected in result.stderr
+    for line in expected:
+        assert line in result.stderr
     assert "Traceback" not in result.stderr
 
 
