@@ -15,7 +15,12 @@ from zoo.data import Dataset, load_dataset
 from zoo.distributions import ScaleMixtureNormal
 from zoo.handlers import linear, local_reparameterization
 from zoo.models import BNN
-from zoo.models.bnn import auroc, calibration_table, expected_calibration_error
+from zoo.models.bnn import (
+    auroc,
+    calibration_table,
+    expected_calibration_error,
+    mixture_coverage,
+)
 from zoo.schedules import make_schedule
 from zoo.train import Trainer, TrainSettings
 
@@ -201,6 +206,38 @@ def linear_data(n, seed):
     x = torch.rand(n, 1, generator=generator)
     y = 2 * x.squeeze(-1) - 1 + 0.1 * torch.randn(n, generator=generator)
     return x, y
+
+
+@pytest.mark.parametrize("draws", [1, 20])
+def test_coverage_of_a_predictive_the_test_points_are_drawn_from(draws):
+    """Test points drawn from the predictive mixture itself (pick a draw s, then
+    y = mu_s + sigma_s eps) have a uniform predictive CDF, so each central interval covers its
+    level: with 4000 points within 0.025 (more than 3 binomial standard errors). Empirical
+    quantiles of the S noisy draws gave 0.87 at S = 20 and 0 at S = 1."""
+    generator = torch.Generator().manual_seed(3)
+    n = 4000
+    means = torch.randn(draws, n, generator=generator)
+    noises = 0.2 + torch.rand(draws, generator=generator)
+    pick = torch.randint(draws, (n,), generator=generator)
+    y = means[pick, torch.arange(n)] + noises[pick] * torch.randn(n, generator=generator)
+    for level in (0.5, 0.95):
+        assert mixture_coverage(means, noises, y, level) == pytest.approx(level, abs=0.025)
+
+
+def test_the_map_guide_covers_its_nominal_rate():
+    """One draw of the weights (the MAP guide) whose line and noise generated the test data: the
+    predictive is exactly the data's distribution, so the 95% interval covers about 95% of 2000
+    points (binomial standard error 0.005), the 50% interval about half (0.011)."""
+    (x, y), (tx, ty) = linear_data(10, 1), linear_data(2000, 2)  # y = 2 x - 1 + 0.1 eps
+    data = Dataset("line", "regression", x, y, tx, ty, (1,), None, "generated")
+    bnn = BNN.build(data, hidden_dims=[], guide="map", noise=0.1)
+    parameters = dict(bnn.approximation.named_parameters())
+    with torch.no_grad():
+        parameters["layers.0.weight_unconstrained"].fill_(2.0)
+        parameters["layers.0.bias_unconstrained"].fill_(-1.0)
+    metrics = bnn.evaluate(data, num_samples=20)
+    assert metrics["test/coverage_95"] == pytest.approx(0.95, abs=0.02)
+    assert metrics["test/coverage_50"] == pytest.approx(0.5, abs=0.04)
 
 
 def test_coverage_of_a_well_specified_regression():

@@ -303,7 +303,8 @@ class BNN(ZooModel):
         test set and of ``ood_size`` out-of-distribution inputs (``noise``: uniform noise
         images; or the name of a data set with the same number of features), and the AUROC
         of telling them apart by entropy. Regression: RMSE of the predictive mean, the test
-        log-likelihood per point, and the coverage of the central 50% and 95% intervals.
+        log-likelihood per point, and the coverage of the central 50% and 95% intervals of
+        the predictive mixture (from its CDF: :func:`mixture_coverage`).
         """
         self._last_evaluation = {"num_samples": num_samples, "batch_size": batch_size}
         if self.likelihood == "normal":
@@ -368,15 +369,13 @@ class BNN(ZooModel):
         means, noises = self._regression_draws(data.test_x, num_samples, batch_size, progress)
         s = len(means)
         log_lik = dist.Normal(means, noises[:, None]).log_prob(y)  # (S, N)
-        predictions = means + noises[:, None] * torch.randn_like(means)  # y ~ p(y | x, D)
         metrics = {
             "test/rmse": (means.mean(0) - y).pow(2).mean().sqrt().item(),
             "test/log_likelihood": (torch.logsumexp(log_lik, 0) - math.log(s)).mean().item(),
         }
         for level in (0.5, 0.95):
-            low, high = central_interval(predictions, level)
-            metrics[f"test/coverage_{round(level * 100)}"] = (
-                ((low <= y) & (y <= high)).float().mean().item()
+            metrics[f"test/coverage_{round(level * 100)}"] = mixture_coverage(
+                means, noises, y, level
             )
         metrics["test/noise"] = noises.mean().item()
         return metrics
@@ -421,6 +420,25 @@ def central_interval(draws: torch.Tensor, level: float) -> tuple[torch.Tensor, t
     )
     low, high = torch.quantile(draws, levels, dim=0)
     return low, high
+
+
+def mixture_coverage(
+    means: torch.Tensor, noises: torch.Tensor, y: torch.Tensor, level: float
+) -> float:
+    """The share of ``y`` (N,) inside the central ``level`` interval of the predictive mixture
+    ``p(y_i) = mean_s Normal(y_i | means[s, i], noises[s])``.
+
+    ``y_i`` is covered when its predictive CDF ``F(y_i) = mean_s Phi((y_i - mu_si) / sigma_s)``
+    lies in ``[(1 - level) / 2, (1 + level) / 2]``. The CDF is exact for the S draws of the
+    weights; empirical quantiles of S noisy draws would make the interval too narrow for
+    small S (95% coverage 0.87 at S = 20 on a calibrated predictive, 0 for one draw).
+
+    :param means: (S, N) predictive means, one row per draw of the weights.
+    :param noises: (S,) observation noise sigma_y of each draw.
+    """
+    cdf = dist.Normal(means, noises[:, None]).cdf(y).mean(0)  # (N,)
+    covered = (cdf >= (1 - level) / 2) & (cdf <= (1 + level) / 2)
+    return covered.float().mean().item()
 
 
 def calibration_table(
