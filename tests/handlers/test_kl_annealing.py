@@ -130,3 +130,68 @@ def test_svi_step_with_beta_zero_learns_only_the_reconstruction():
             Trace_ELBO().differentiable_loss(global_model, guide, x).backward()
         optimizer.step()
     assert loc.item() == pytest.approx(2.0, abs=0.1)
+
+
+@pytest.mark.parametrize("annealing_inside", [True, False])
+def test_composes_with_condition_in_either_order(annealing_inside):
+    """The observed site keeps scale 1 whichever of the two handlers is outside."""
+    data = {"x": X}
+
+    def model():
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", len(X)):
+            pyro.sample("x", dist.Normal(z, 0.5))
+
+    if annealing_inside:
+        annealed = poutine.condition(kl_annealing(model, beta=0.1), data=data)
+    else:
+        annealed = kl_annealing(poutine.condition(model, data=data), beta=0.1)
+    trace = poutine.trace(annealed).get_trace()
+    assert trace.nodes["x"]["is_observed"]
+    assert trace.nodes["x"]["scale"] == 1.0
+    assert trace.nodes["z"]["scale"] == pytest.approx(0.1)
+
+
+def test_a_handler_outside_that_unobserves_a_site_is_refused():
+    with pytest.raises(ValueError, match="site 'x' became latent.*apply that handler inside"):
+        poutine.trace(poutine.uncondition(kl_annealing(global_model, beta=0.1))).get_trace(X)
+
+
+def test_a_factor_is_never_annealed():
+    def model():
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.factor("penalty", -(z**2))
+
+    with kl_annealing(beta=0.1):
+        trace = poutine.trace(model).get_trace()
+    assert trace.nodes["penalty"]["scale"] == 1.0
+
+
+def enumerated_model(x):
+    weights = pyro.sample("weights", dist.Dirichlet(torch.ones(2)))
+    with pyro.plate("data", len(x)):
+        k = pyro.sample("k", dist.Categorical(weights), infer={"enumerate": "parallel"})
+        pyro.sample("x", dist.Normal(torch.tensor([-1.0, 1.0])[k], 1.0), obs=x)
+
+
+def enumerated_guide(x):
+    pyro.sample("weights", dist.Dirichlet(torch.tensor([2.0, 3.0])))
+
+
+def test_an_enumerated_site_is_summed_out_as_part_of_the_likelihood():
+    """Under TraceEnum_ELBO the loss is -(log sum_k p(x, k | w) + beta (log p(w) - log q(w))):
+    the enumerated site keeps the observation's scale."""
+    beta = 0.3
+    pyro.set_rng_seed(7)
+    w = poutine.trace(enumerated_guide).get_trace(X).nodes["weights"]["value"]
+    components = dist.Normal(torch.tensor([-1.0, 1.0]), 1.0)
+    log_lik = (w.log() + components.log_prob(X[:, None])).logsumexp(-1).sum()
+    kl_part = dist.Dirichlet(torch.ones(2)).log_prob(w) - dist.Dirichlet(
+        torch.tensor([2.0, 3.0])
+    ).log_prob(w)
+    expected = -(log_lik + beta * kl_part)
+    pyro.set_rng_seed(7)
+    with kl_annealing(beta=beta):
+        elbo = pyro.infer.TraceEnum_ELBO(max_plate_nesting=1)
+        actual = elbo.loss(enumerated_model, enumerated_guide, X)
+    assert actual == pytest.approx(expected.item(), rel=1e-5)

@@ -10,6 +10,12 @@ same rule gives ``E_q[log p(x|z)] - beta * KL``.
 sites. This handler accepts ``beta = 0`` (pure reconstruction at the start of a warm-up)
 and any finite ``beta > 1`` (beta-VAE, Blundell's minibatch weights).
 
+Sites marked for enumeration (``infer={"enumerate": ...}``) keep their scale: they are summed
+out, so they belong to the likelihood ``p(x | theta) = sum_z p(x, z | theta)`` exactly as in a
+model that marginalizes ``z`` itself (and ``TraceEnum_ELBO`` needs an enumerated site and the
+sites that depend on it to share one scale). A ``pyro.factor`` is an observed site in Pyro and
+is never annealed: a term that should carry beta belongs in a latent site's distribution.
+
 Not under ``JitTrace_ELBO`` with a beta that changes: the compiled graph keeps the beta of
 its first call as a constant and ignores later values (the zoo's trainer refuses it).
 """
@@ -21,8 +27,9 @@ from collections.abc import Callable
 from typing import TypeVar, overload
 
 import torch
+from pyro.poutine.condition_messenger import ConditionMessenger
 from pyro.poutine.messenger import Messenger
-from pyro.poutine.runtime import Message
+from pyro.poutine.runtime import _PYRO_STACK, Message
 from pyro.poutine.util import site_is_subsample
 
 _F = TypeVar("_F", bound=Callable)
@@ -47,9 +54,13 @@ class KLAnnealingMessenger(Messenger):
 
     Wrap both the model and the guide (or the whole SVI step) so that the log densities of
     the latent sites in the model and of all guide sites carry the same coefficient.
-    Observed sites and ``pyro.plate`` subsample sites keep their scale. The handler
-    multiplies into ``msg["scale"]``, so it composes with plate subsampling and
-    ``poutine.scale`` in any order.
+    Observed sites, sites marked for enumeration and ``pyro.plate`` subsample sites keep
+    their scale. The handler multiplies into ``msg["scale"]``, so it composes with plate
+    subsampling and ``poutine.scale`` in any order. It also composes with
+    ``poutine.condition`` in either order: a site that a ``poutine.condition`` applied
+    outside this handler will observe counts as observed. A handler outside it that changes
+    whether a site is observed or enumerated after this one has seen it (``uncondition``,
+    ``config_enumerate``) is refused with an error that says to apply it inside instead.
 
     ``beta`` is an attribute that a training loop may set between steps; the handler never
     counts steps itself (schedules live in :mod:`zoo.schedules`).
@@ -72,6 +83,9 @@ class KLAnnealingMessenger(Messenger):
     def __init__(self, beta: float = 1.0) -> None:
         super().__init__()
         self.beta = beta
+        # site name -> (id of its message, whether this handler scaled it), between the
+        # site's sample and post-sample hooks, to notice a handler that acted after it
+        self._decisions: dict[str, tuple[int, bool]] = {}
 
     @property
     def beta(self) -> float:
@@ -82,9 +96,43 @@ class KLAnnealingMessenger(Messenger):
         self._beta = _checked_beta(value)
 
     def _pyro_sample(self, msg: Message) -> None:
-        if msg["is_observed"] or site_is_subsample(msg):
+        if site_is_subsample(msg):
             return
-        msg["scale"] = self._beta * msg["scale"]
+        annealed = not (_is_enumerated(msg) or msg["is_observed"] or self._conditioned_later(msg))
+        self._decisions[msg["name"]] = (id(msg), annealed)
+        if annealed:
+            msg["scale"] = self._beta * msg["scale"]
+
+    def _conditioned_later(self, msg: Message) -> bool:
+        """Whether a ``poutine.condition`` applied outside this handler, whose hook runs after
+        this one's, will make the site observed."""
+        name = msg["name"]
+        below = _PYRO_STACK[: _PYRO_STACK.index(self)] if self in _PYRO_STACK else []
+        for frame in below:
+            if isinstance(frame, ConditionMessenger) and name in frame.data:
+                data = frame.data
+                value = data.nodes[name]["value"] if hasattr(data, "nodes") else data[name]
+                if value is not None:
+                    return True
+        return False
+
+    def _pyro_post_sample(self, msg: Message) -> None:
+        decision = self._decisions.pop(msg["name"], None)
+        if decision is None or decision[0] != id(msg):
+            return
+        if decision[1] != (not (_is_enumerated(msg) or msg["is_observed"])):
+            raise ValueError(
+                f"site {msg['name']!r} became "
+                f"{'observed or enumerated' if decision[1] else 'latent'} in a handler "
+                "applied outside kl_annealing, after kl_annealing had "
+                f"{'scaled' if decision[1] else 'left'} it: apply that handler inside, e.g. "
+                "kl_annealing(config_enumerate(model)) rather than "
+                "config_enumerate(kl_annealing(model))"
+            )
+
+
+def _is_enumerated(msg: Message) -> bool:
+    return (msg["infer"] or {}).get("enumerate") in ("parallel", "sequential")
 
 
 @overload
