@@ -344,8 +344,14 @@ class GMM(ZooModel):
 
         The squared distances are expanded into matrix products, (N, D) @ (D, S K): the same
         numbers as ``Normal(locs, scales).log_prob(x)`` summed over D, without an (S, N, K, D)
-        temporary, several times faster on large test sets."""
-        locs, scales = params["locs"], params["scales"]  # (S, K, D)
+        temporary, several times faster on large test sets. The expansion cancels terms of the
+        size of ``x**2 / scale**2``, so both ``x`` and the locs are first shifted by the locs'
+        mean: the rounding error then depends on the distances between points and components,
+        not on how far the data lie from the origin (without it, float32 was 0.076 nats off at
+        an offset of 100 and 9.8 at 1000)."""
+        center = params["locs"].mean((0, 1))  # (D,)
+        x = x - center
+        locs, scales = params["locs"] - center, params["scales"]  # (S, K, D)
         s, k, d = locs.shape
         precision = scales.pow(-2)
         quadratic = (
