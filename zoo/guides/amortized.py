@@ -2,9 +2,10 @@
 
 An :class:`~pyro.infer.autoguide.AutoGuide`: it mirrors the model's data plate (from
 ``create_plates`` as Pyro's autoguides do, else from a trace of the model), so it works with
-subsampled plates, and it can sit beside a guide for global sites in an ``AutoGuideList``. Its parameters live in the guide (the encoder is a submodule) and are
-registered in Pyro's param store under a name unique to this guide, so two guides in one
-process never share parameters.
+subsampled plates, and it can sit beside a guide for global sites in an ``AutoGuideList``.
+Its parameters live in the guide (the encoder is a submodule) and are registered in Pyro's
+param store under a name stable for the model and unique in the process
+(:mod:`zoo.guides.naming`), so two guides in one process never share parameters.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from pyro import poutine
 from pyro.infer.autoguide import AutoGuide
 
-from zoo.guides.naming import unique_name
+from zoo.guides.naming import OwnName
 
 _SCALES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "exp": torch.exp,
@@ -27,7 +28,7 @@ _SCALES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-class AmortizedNormal(AutoGuide):
+class AmortizedNormal(OwnName, AutoGuide):
     """q(z_i | x_i) = Normal(loc(x_i), scale(x_i)) for a local latent site inside a data plate.
 
     Family: a diagonal Normal per data point, ``event_dim`` taken from the model's site.
@@ -80,9 +81,8 @@ class AmortizedNormal(AutoGuide):
         if scale not in _SCALES:
             raise ValueError(f"scale must be one of {sorted(_SCALES)}, got {scale!r}")
         super().__init__(model, create_plates=create_plates)
-        # AutoGuide names every instance after its class; two such guides in one process
-        # would then share parameters through Pyro's param store
-        self._pyro_name = unique_name(type(self).__name__)
+        # the param store name is taken at set-up, from the sites (zoo.guides.naming)
+        self._zoo_name = type(self).__name__
         self.encoder = encoder
         self.site = site
         self.scale = scale
@@ -106,6 +106,9 @@ class AmortizedNormal(AutoGuide):
             )
         self._event_dim = node["fn"].event_dim
         self._frames = [f for f in node["cond_indep_stack"] if f.vectorized]
+        # not self.encoder: inside a call, that registers it under the name it has now
+        encoder = type(self._modules["encoder"]).__qualname__
+        self._take_name(f"{self.site}:{self._event_dim}:{encoder}")
 
     def setup(self, *args, **kwargs) -> AmortizedNormal:
         """Traces the model with these arguments to find the site's event dim and plates;

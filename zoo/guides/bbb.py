@@ -25,7 +25,7 @@ from pyro.infer.autoguide.utils import deep_setattr
 from pyro.nn import PyroModule, PyroParam
 from pyro.ops.tensor_utils import periodic_repeat
 
-from zoo.guides.naming import unique_name
+from zoo.guides.naming import OwnName
 
 
 def init_to_fan_in_uniform(site: dict) -> torch.Tensor:
@@ -49,7 +49,7 @@ def _is_real(support) -> bool:
     return support is constraints.real
 
 
-class BayesByBackprop(AutoGuide):
+class BayesByBackprop(OwnName, AutoGuide):
     """q(w) = prod_i Normal(w_i | mu_i, softplus(rho_i)) over every latent site of ``model``.
 
     Family: a fully factorized (mean-field) Normal, one ``(mu, rho)`` pair per scalar.
@@ -65,7 +65,8 @@ class BayesByBackprop(AutoGuide):
     should be a site for its logarithm) and in vectorized plates only; sites inside a
     subsampled plate get full-size parameters that the plate subsamples, as in
     ``AutoNormal``. Parameters are created at the first call (or at :meth:`setup`) and live
-    in this module under a name unique in the process.
+    in this module, registered in Pyro's param store under a name stable for the model and
+    unique in the process (:mod:`zoo.guides.naming`).
 
     :param callable model: a Pyro model, e.g. a ``PyroModule`` network with ``PyroSample``
         weights.
@@ -106,14 +107,19 @@ class BayesByBackprop(AutoGuide):
         if not (math.isfinite(low) and math.isfinite(high) and low <= high):
             raise ValueError(f"init_rho must be (low, high) with low <= high, got {init_rho!r}")
         super().__init__(model, create_plates=create_plates)
-        # AutoGuide names every instance after its class; parameters of two such guides in
-        # one process would then meet in Pyro's param store
-        self._pyro_name = unique_name(type(self).__name__)
+        # the param store name is taken at set-up, from the sites (zoo.guides.naming)
+        self._zoo_name = type(self).__name__
         self.init_loc_fn = init_loc_fn
         self.init_rho = (low, high)
 
     def _setup_prototype(self, *args, **kwargs) -> None:
         super()._setup_prototype(*args, **kwargs)
+        self._take_name(
+            ";".join(
+                f"{name}:{tuple(site['value'].shape)}"
+                for name, site in self.prototype_trace.iter_stochastic_nodes()
+            )
+        )
         self.locs = PyroModule()
         self.rhos = PyroModule()
         self._event_dims: dict[str, int] = {}

@@ -23,7 +23,7 @@ from pyro.distributions.transforms import biject_to
 from pyro.infer.autoguide import AutoGuide
 from pyro.infer.autoguide.initialization import init_to_median
 
-from zoo.guides.naming import unique_name
+from zoo.guides.naming import OwnName
 
 FAMILIES = ("normal", "lognormal", "dirichlet", "beta", "transformed_normal")
 
@@ -58,7 +58,7 @@ def _inverse_softplus(x: torch.Tensor) -> torch.Tensor:
     return x + torch.log(-torch.expm1(-x))
 
 
-class MeanField(AutoGuide):
+class MeanField(OwnName, AutoGuide):
     """q(z) = prod over latent sites of one independent factor, matched to the site's support.
 
     Family: ``normal`` for real sites, ``lognormal`` for positive ones, ``dirichlet`` for the
@@ -117,9 +117,8 @@ class MeanField(AutoGuide):
                     f"families[{name!r}] = {family!r} is not a family; valid: {', '.join(FAMILIES)}"
                 )
         super().__init__(model)
-        # AutoGuide names every instance after its class; two such guides in one process
-        # would then share parameters through Pyro's param store
-        self._pyro_name = unique_name(type(self).__name__)
+        # the param store name is taken at set-up, from the sites (zoo.guides.naming)
+        self._zoo_name = type(self).__name__
         self.families = dict(families or {})
         self.init_values = dict(init_values or {})
         self.init_scale = init_scale
@@ -144,18 +143,24 @@ class MeanField(AutoGuide):
         unknown = set(self.families) - set(trace.nodes)
         if unknown:
             raise ValueError(f"families names sites the model does not have: {sorted(unknown)}")
-        for name, site in trace.nodes.items():
-            if (
+        latent = [
+            (name, site)
+            for name, site in trace.nodes.items()
+            if not (
                 site["type"] != "sample"
                 or site["is_observed"]
                 or poutine.util.site_is_subsample(site)
                 or site["infer"].get("enumerate") is not None
                 or site["infer"].get("is_auxiliary")
-            ):
-                continue
-            self._add_site(name, site)
-        if not self._sites:
+            )
+        ]
+        if not latent:
             raise ValueError("the model has no latent sample sites for a mean-field guide")
+        # named before the parameters exist: inside a call, creating one registers it
+        self._take_name(";".join(f"{n}:{tuple(s['value'].shape)}" for n, s in latent))
+        self._sites, self.family = {}, {}
+        for name, site in latent:
+            self._add_site(name, site)
 
     def _add_site(self, name: str, site: dict) -> None:
         frames = [f for f in site["cond_indep_stack"] if f.vectorized]
