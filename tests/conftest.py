@@ -1,7 +1,24 @@
-"""Every test starts clean: an empty param store, validation on, fixed seeds."""
+"""Every test starts clean: an empty param store, validation on, fixed seeds.
+
+Property tests (hypothesis) keep no example database and write their failure patches under
+the system's temporary folder (by default both go to ./.hypothesis), and have no per-example
+deadline (a first torch call on a busy machine can take a
+second); each test sets its own small ``max_examples``.
+"""
+
+import os
+import tempfile
 
 import pyro
 import pytest
+from hypothesis import settings
+
+os.environ.setdefault(
+    "HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(tempfile.gettempdir(), "zoo-hypothesis")
+)
+
+settings.register_profile("zoo", database=None, deadline=None, print_blob=True)
+settings.load_profile("zoo")
 
 
 @pytest.fixture(autouse=True)

@@ -74,4 +74,13 @@ def test_make_schedule_refuses_unknown_names_and_settings():
 
 
 def test_schedules_are_pure():
-    assert schedules.sigmoid(3.3, warmup_epochs=7) == schedules.sigmoid(3.3, warmup_epochs=7)
+    # a schedule that kept state (a step counter, a cache) would give other values when
+    # called in another order; the trainer calls it again at the same step after a resume
+    beta = make_schedule("sigmoid", warmup_epochs=7)
+    points = [(epoch, step, 10) for epoch in range(9) for step in range(0, 10, 3)]
+    forward = [beta(*p) for p in points]
+    backward = [beta(*p) for p in reversed(points)][::-1]
+    assert forward == backward
+    assert forward[0] == 0.0 and forward[-1] == 1.0
+    assert forward == sorted(forward) and len(set(forward)) > len(points) // 2
+    assert schedules.sigmoid(3.5, warmup_epochs=7) == pytest.approx(0.5)  # the midpoint
