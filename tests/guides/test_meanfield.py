@@ -177,3 +177,43 @@ def test_enumerated_sites_are_left_out_and_local_sites_refused():
 
     with pytest.raises(ValueError, match="subsampled plate 'data'"):
         MeanField(local)(torch.zeros(5))
+
+
+def beta_binomial(k):
+    p = pyro.sample("p", dist.Beta(2.0, 2.0))
+    pyro.sample("k", dist.Binomial(50, p), obs=k)
+
+
+def dirichlet_multinomial(counts):
+    p = pyro.sample("p", dist.Dirichlet(torch.ones(3)))
+    pyro.sample("c", dist.Multinomial(int(counts.sum()), p), obs=counts)
+
+
+@pytest.mark.parametrize(
+    "model,data,exact",
+    [
+        (beta_binomial, torch.tensor(14.0), dist.Beta(2.0 + 14, 2.0 + 36)),
+        (
+            dirichlet_multinomial,
+            torch.tensor([10.0, 25.0, 15.0]),
+            dist.Dirichlet(1 + torch.tensor([10.0, 25.0, 15.0])),
+        ),
+    ],
+)
+def test_beta_and_dirichlet_factors_reach_the_exact_conjugate_posterior(model, data, exact):
+    """The posterior is in the family, so the optimum is exact: mean and sd within 5%. With the
+    concentration a softplus started at 100 whatever the data, Adam left it near 100 (exact:
+    54 and 53), the sd 25% and 18% too small."""
+    guide = MeanField(model)
+    steps = 300
+    svi = pyro.infer.SVI(
+        model,
+        guide,
+        pyro.optim.ClippedAdam({"lr": 0.3, "lrd": 0.03 ** (1 / steps)}),
+        TraceMeanField_ELBO(num_particles=16, vectorize_particles=True, max_plate_nesting=0),
+    )
+    for _ in range(steps):
+        svi.step(data)
+    q = guide.distribution("p")
+    assert torch.allclose(q.mean, exact.mean, rtol=0.05)
+    assert torch.allclose(q.stddev, exact.stddev, rtol=0.05)

@@ -231,6 +231,10 @@ class GMM(ZooModel):
             lr=restart_lr,
             particles=restart_particles,
         )
+        if len(data.train_x) > len(x):  # the restarts saw a subset: the weights' total for all
+            weights = model.posterior.distribution("weights").mean.detach()
+            total = len(data.train_x) + model.weight_concentration.sum()
+            model.posterior.initialize("weights", weights, total_concentration=total)
         return model
 
     # ---- model and guide ---------------------------------------------------------------
@@ -276,10 +280,14 @@ class GMM(ZooModel):
 
     # ---- initialization ----------------------------------------------------------------
 
-    def start_at(self, start: dict) -> None:
-        """Centres the guide on ``{"weights", "locs", "scales"}``."""
-        for name in ("weights", "locs", "scales"):
+    def start_at(self, start: dict, num_points: int | None = None) -> None:
+        """Centres the guide on ``{"weights", "locs", "scales"}``. With ``num_points``, the
+        weights' Dirichlet takes the total concentration of their posterior for that many
+        points (``num_points + sum(alpha)``, whatever the assignments), else the prior's."""
+        for name in ("locs", "scales"):
             self.posterior.initialize(name, start[name])
+        total = None if num_points is None else num_points + self.weight_concentration.sum()
+        self.posterior.initialize("weights", start["weights"], total_concentration=total)
 
     def restart(
         self,
@@ -299,7 +307,7 @@ class GMM(ZooModel):
         """
         best_state, best_index, elbos = None, None, []
         for index, start in enumerate(starts):
-            self.start_at(start)
+            self.start_at(start, num_points=len(x))
             svi = SVI(self.model, self.guide, Adam({"lr": lr}), self.elbo())
             for _ in range(steps):
                 svi.step(x[torch.randint(len(x), (batch_size,), device=x.device)], size=len(x))
