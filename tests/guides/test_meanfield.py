@@ -217,3 +217,32 @@ def test_beta_and_dirichlet_factors_reach_the_exact_conjugate_posterior(model, d
     q = guide.distribution("p")
     assert torch.allclose(q.mean, exact.mean, rtol=0.05)
     assert torch.allclose(q.stddev, exact.stddev, rtol=0.05)
+
+
+def test_supports_with_tensor_bounds_get_their_family():
+    def model():
+        pyro.sample("u", dist.Uniform(torch.zeros(3), torch.ones(3)))
+        pyro.sample("v", dist.Uniform(torch.zeros(2), torch.tensor([1.0, 2.0])))
+        pyro.sample("s", dist.HalfNormal(torch.ones(2)))  # lower bound 0
+        pyro.sample("t", dist.Pareto(torch.ones(2), 3.0))  # lower bound: the tensor scale
+
+    guide = MeanField(model)
+    guide()
+    assert guide.family == {
+        "u": "beta",
+        "v": "transformed_normal",
+        "s": "lognormal",
+        "t": "transformed_normal",
+    }
+    for name, value in guide().items():
+        assert torch.isfinite(dist.Uniform(0.0, 10.0).log_prob(value)).all(), name
+
+
+@pytest.mark.parametrize("fn", [dist.Bernoulli(0.3), dist.Poisson(2.0)])
+def test_a_discrete_latent_without_enumeration_is_refused_by_name(fn):
+    def model():
+        pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample("count", fn)
+
+    with pytest.raises(ValueError, match="site 'count' is discrete.*enumeration.*another one"):
+        MeanField(model)()

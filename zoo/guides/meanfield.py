@@ -43,16 +43,24 @@ def family_for(support: constraints.Constraint) -> str:
     base = _base_support(support)
     if base is constraints.real:
         return "normal"
-    if (
-        isinstance(base, (constraints.greater_than, constraints.greater_than_eq))
-        and base.lower_bound == 0
-    ):
+    lower_bounded = (constraints.greater_than, constraints.greater_than_eq)
+    if isinstance(base, lower_bounded) and _everywhere(base.lower_bound, 0):
         return "lognormal"
     if base is constraints.simplex:
         return "dirichlet"
-    if isinstance(base, constraints.interval) and (base.lower_bound, base.upper_bound) == (0, 1):
+    if (
+        isinstance(base, constraints.interval)
+        and _everywhere(base.lower_bound, 0)
+        and _everywhere(base.upper_bound, 1)
+    ):
         return "beta"
     return "transformed_normal"
+
+
+def _everywhere(bound, value: float) -> bool:
+    """Whether a support's bound, a number or a tensor (``Uniform(zeros(3), ones(3))``), is
+    ``value`` in every element."""
+    return bool(torch.as_tensor(bound).eq(value).all())
 
 
 def _inverse_softplus(x: torch.Tensor) -> torch.Tensor:
@@ -189,6 +197,14 @@ class MeanField(OwnName, AutoGuide):
             self._add_site(name, site)
 
     def _add_site(self, name: str, site: dict) -> None:
+        if site["fn"].support.is_discrete:
+            raise ValueError(
+                f"site {name!r} is discrete ({type(site['fn']).__name__}, support "
+                f"{site['fn'].support}); a mean-field guide covers continuous sites: mark it "
+                "for enumeration (infer={'enumerate': 'parallel'}, with TraceEnum_ELBO), or "
+                "block it out of this guide (poutine.block(model, hide=[...])) and give it "
+                "another one in an AutoGuideList"
+            )
         frames = [f for f in site["cond_indep_stack"] if f.vectorized]
         for frame in frames:
             if frame.full_size is not None and frame.full_size != frame.size:
