@@ -374,3 +374,15 @@ def test_site_names_are_process_independent_and_state_loads_into_a_second_model(
     pyro.set_rng_seed(3)
     b = poutine.trace(second.guide).get_trace(x).nodes["layers.0.weight"]["value"]
     assert torch.equal(a, b)
+
+
+def test_local_reparameterization_does_not_change_the_initial_parameters():
+    """Same seed, same start: tracing the model to set the guide up drew extra numbers (one
+    per pre-activation) when local reparameterization was on."""
+    states = []
+    for local in (False, True):
+        pyro.set_rng_seed(11)
+        bnn = BNN(3, 2, hidden_dims=[8], local_reparameterization=local)
+        states.append(bnn.approximation.state_dict())
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])

@@ -43,6 +43,10 @@ def init_to_fan_in_uniform(site: dict) -> torch.Tensor:
     return init_to_mean(site)
 
 
+def _cuda_devices() -> list[int]:
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+
+
 def _is_real(support) -> bool:
     while isinstance(support, constraints.independent):
         support = support.base_constraint
@@ -113,7 +117,11 @@ class BayesByBackprop(OwnName, AutoGuide):
         self.init_rho = (low, high)
 
     def _setup_prototype(self, *args, **kwargs) -> None:
-        super()._setup_prototype(*args, **kwargs)
+        # the trace draws from the prior (and from whatever handlers the model applies, such as
+        # local reparameterization); the RNG is restored so that the same seed gives the same
+        # initial parameters whatever the model draws while traced
+        with torch.random.fork_rng(devices=_cuda_devices()):
+            super()._setup_prototype(*args, **kwargs)
         self._take_name(
             ";".join(
                 f"{name}:{tuple(site['value'].shape)}"
