@@ -1,6 +1,7 @@
 """The VAE: shapes, binarization, and that its model and guide agree."""
 
 import pyro
+import pytest
 import torch
 from pyro import poutine
 
@@ -24,6 +25,14 @@ def test_test_binarization_is_fixed_and_training_binarization_is_fresh():
     vae = VAE(64)
     assert not torch.equal(vae.prepare_epoch(x), vae.prepare_epoch(x))
     assert set(vae.prepare_epoch(x).unique().tolist()) == {0.0, 1.0}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_test_set_is_binarized_the_same_on_a_gpu():
+    x = torch.rand(50, 64)
+    on_gpu = VAE.test_inputs(x.cuda())
+    assert on_gpu.device.type == "cuda"
+    assert torch.equal(on_gpu.cpu(), VAE.test_inputs(x))
 
 
 def test_softplus_scale_is_positive_and_differs_from_exp():

@@ -110,9 +110,11 @@ class VAE(ZooModel):
 
     @staticmethod
     def test_inputs(x: torch.Tensor) -> torch.Tensor:
-        """The fixed binarization of a test set."""
-        generator = torch.Generator(device=x.device).manual_seed(TEST_BINARIZATION_SEED)
-        return binarize(x, generator)
+        """The fixed binarization of a test set: drawn on the CPU whatever ``x``'s device, since
+        a CUDA generator with the same seed draws another stream (GPU runs would score
+        another test set)."""
+        generator = torch.Generator().manual_seed(TEST_BINARIZATION_SEED)
+        return binarize(x.cpu(), generator).to(x.device)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
