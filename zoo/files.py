@@ -9,10 +9,14 @@ an :class:`~zoo.errors.OutputError` names the file.
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import pickle
+import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import torch
 
@@ -69,22 +73,77 @@ def write_text_atomic(path: str | os.PathLike, text: str, what: str) -> Path:
     return write_atomic(path, lambda f: f.write(text.encode()), what)
 
 
+def strict_json(value: Any, **options: Any) -> str:
+    """``json.dumps(value)`` with every NaN or infinite float written as ``null``.
+
+    Python's ``json`` writes them as bare ``NaN`` and ``Infinity``, which are not JSON: strict
+    readers (``jq``, JavaScript, pandas with ``engine="pyarrow"``) refuse the whole file.
+
+    :param options: passed on to ``json.dumps`` (``indent=2``, ...).
+
+    Example::
+
+        >>> strict_json({"train/loss": float("nan"), "beta": 1.0})
+        '{"train/loss": null, "beta": 1.0}'
+    """
+    return json.dumps(_finite_or_none(value), allow_nan=False, **options)
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+# torch's refusal of an object ends with advice to load the file with weights_only=False,
+# which would run the object's code: the zoo names the object and keeps the advice out
+_FORBIDDEN_GLOBAL = re.compile(
+    r"GLOBAL (\S+) was not an allowed global|whose module (\S+) is blocked"
+)
+
+
+def _first_sentence(error: Exception) -> str:
+    """torch's own reason, without its paragraphs of advice."""
+    text = " ".join(str(error).split())
+    return text.split(". ")[0].rstrip(".")
+
+
 def read_plain_state(path: str | os.PathLike, error: type[Exception], kind: str) -> dict:
     """A dict written by ``torch.save``, read with ``weights_only=True``: tensors and plain
     values only, no object is ever unpickled.
 
     :param error: the exception type to raise, naming the file.
     :param kind: what the file should be, for the message (``"checkpoint"``).
+    :raises error: if the file is missing, cannot be read, is truncated or corrupted, holds an
+        object other than tensors and plain values, or holds something else than a dict.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise error(f"no {kind} at {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as e:  # a folder where the file should be, a file we may not read
+        raise error(f"{kind} {path} cannot be read: {e.strerror or e}") from e
+    except pickle.UnpicklingError as e:
+        forbidden = _FORBIDDEN_GLOBAL.search(str(e))
+        if forbidden is None:  # pickle data the safe unpickler does not know, or garbage
+            raise error(
+                f"{kind} {path} cannot be read: it was not written by the zoo, or it is "
+                "corrupted (not the pickle data of tensors and plain values)"
+            ) from None
+        raise error(
+            f"{kind} {path} holds a Python object ({forbidden[1] or forbidden[2]}), not only "
+            "tensors and plain values; the zoo never loads objects from a file, since loading "
+            f"one can run any code. It was not written by the zoo: use the {kind} of this run, "
+            "or start without it"
+        ) from None
     except Exception as e:  # torch raises several types for truncated or foreign files
         raise error(
-            f"{kind} {path} cannot be read (truncated or corrupted, or it holds objects other "
-            f"than tensors and plain values): {e}"
+            f"{kind} {path} cannot be read (truncated or corrupted): {_first_sentence(e)}"
         ) from e
     if not isinstance(state, dict):
         raise error(f"{path} is not a zoo {kind}")

@@ -13,7 +13,6 @@ keeps the checkpoint format to epoch boundaries).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -34,13 +33,14 @@ from pyro.infer.util import torch_item
 from pyro.optim import PyroOptim
 
 from zoo.checkpoint import (
+    UnusableCheckpoint,
     load_latest_checkpoint,
     previous_path,
     remove_stale_temps,
     save_checkpoint,
 )
 from zoo.errors import CheckpointError, Interrupted, TrainingDiverged
-from zoo.files import write_text_atomic
+from zoo.files import strict_json, write_text_atomic
 from zoo.handlers import KLAnnealingMessenger
 from zoo.progress import progress_bar
 from zoo.schedules import Schedule
@@ -53,6 +53,8 @@ ELBOS = {
 }
 SAMPLING = ("permutation", "replacement")
 CHECKPOINT_NAME = "checkpoint.pt"
+# what a trainer's checkpoint holds besides its format and digest (see Trainer.state)
+CHECKPOINT_KEYS = ("identity", "epoch", "history", "module", "optim", "rng")
 METRICS_NAME = "metrics.jsonl"
 log = logging.getLogger(__name__)
 
@@ -357,16 +359,12 @@ class Trainer:
                         self._skipped_steps() + skipped,
                         settings.skip_nonfinite,
                     )
+                    self._stop_if_most_skipped(skipped, steps)
                     continue
-                kept = (
-                    f"; the last good checkpoint {self.checkpoint_path} is kept"
-                    if self.history and self.checkpoint_path
-                    else ""
-                )
                 raise TrainingDiverged(
-                    f"{what} at {where}{kept}. Try a smaller optim lr, gradient clipping "
-                    "(optim=clipped_adam) or a longer warm-up; trainer.skip_nonfinite=N skips up "
-                    "to N such steps."
+                    f"{what} at {where}{self._kept_note()}. Try a smaller optim lr, gradient "
+                    "clipping (optim=clipped_adam) or a longer warm-up; trainer.skip_nonfinite=N "
+                    "skips up to N such steps."
                 )
             total += loss
             if step % 10 == 0:
@@ -390,6 +388,25 @@ class Trainer:
 
     def _skipped_steps(self) -> int:
         return sum(h.get("train/skipped_steps", 0) for h in self.history)
+
+    def _stop_if_most_skipped(self, skipped: int, steps: int) -> None:
+        """trainer.skip_nonfinite is for rare bad steps: once more than half of an epoch's
+        steps are skipped, the parameters barely move and the rest of the run would be
+        spent for nothing, so the run stops, whatever skips are left."""
+        if 2 * skipped <= steps:
+            return
+        raise TrainingDiverged(
+            f"{skipped} of the {steps} steps of epoch {self.epoch + 1} were skipped as NaN or "
+            f"infinite: more than half of an epoch, so training is not making progress"
+            f"{self._kept_note()}. Try a smaller optim lr, gradient clipping "
+            "(optim=clipped_adam) or a longer warm-up; trainer.skip_nonfinite is meant for "
+            "rare bad steps."
+        )
+
+    def _kept_note(self) -> str:
+        if self.history and self.checkpoint_path:
+            return f"; the last good checkpoint {self.checkpoint_path} is kept"
+        return ""
 
     def _evaluate(self) -> dict:
         # a separate, seeded RNG stream: evaluation neither perturbs training nor varies by epoch
@@ -442,27 +459,86 @@ class Trainer:
                 f"resume = true is not valid here: there is no checkpoint at {self.checkpoint_path}. "
                 "Point hydra.run.dir at the folder of the run to continue, or start without resume=true."
             )
-        state, source = load_latest_checkpoint(self.checkpoint_path)
+        _, source = load_latest_checkpoint(self.checkpoint_path, self._use_checkpoint)
+        self.resumed_from = source
+        self._write_metrics()  # it may hold epochs that finished after the checkpoint
+
+    def _use_checkpoint(self, state: dict, source: Path) -> None:
+        """Loads ``state`` if it is this run's; another run's checkpoint is refused outright,
+        a damaged one raises UnusableCheckpoint so that the previous one is tried."""
+        if "identity" not in state:
+            raise UnusableCheckpoint(
+                f"checkpoint {source} lacks its identity: it is damaged or not a checkpoint "
+                "of the zoo's trainer"
+            )
         if state["identity"] != self.identity:
             raise CheckpointError(
                 f"checkpoint {source} belongs to another run: it was made for "
                 f"{state['identity']}, this run is {self.identity}. Resume with the config it was made with."
             )
-        self.load_state(state)
-        self.resumed_from = source
-        self._write_metrics()  # it may hold epochs that finished after the checkpoint
+        self.load_state(state, source)
 
-    def load_state(self, state: dict) -> None:
-        self.model.load_state_dict(state["module"])
-        self._register_params()
-        store = pyro.get_param_store()
-        named = dict(self.model.named_parameters())
-        self.optim.set_state(
-            {store.param_name(named[name]): s for name, s in state["optim"].items()}
-        )
+    def load_state(self, state: dict, source: str | os.PathLike = "the checkpoint") -> None:
+        """Continues from ``state`` (a :meth:`state` of a trainer of the same model).
+
+        :param source: the file it came from, for the message.
+        :raises UnusableCheckpoint: naming ``source``, if keys are missing, a tensor has
+            another shape than the model's, or torch refuses it; nothing is loaded when the
+            keys or shapes are wrong.
+        """
+        problems = self._misfits(state)
+        if problems:
+            raise UnusableCheckpoint(
+                f"checkpoint {source} does not fit this run: {'; '.join(problems[:5])}"
+                + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+            )
+        try:
+            self.model.load_state_dict(state["module"])
+            self._register_params()
+            store = pyro.get_param_store()
+            named = dict(self.model.named_parameters())
+            self.optim.set_state(
+                {store.param_name(named[name]): s for name, s in state["optim"].items()}
+            )
+            _set_rng_state(state["rng"])
+        except (RuntimeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+            raise UnusableCheckpoint(f"checkpoint {source} cannot be loaded: {e}") from e
         self.epoch = state["epoch"]
         self.history = list(state["history"])
-        _set_rng_state(state["rng"])
+
+    def _misfits(self, state: dict) -> list[str]:
+        """What in ``state`` does not fit this trainer: missing keys, wrong types, tensors
+        whose shapes differ from the model's."""
+        missing = [key for key in CHECKPOINT_KEYS if key not in state]
+        if missing:
+            return [f"it lacks {', '.join(missing)}"]
+        epoch, history, module = state["epoch"], state["history"], state["module"]
+        if not (isinstance(epoch, int) and epoch >= 0):
+            return [f"epoch = {epoch!r} is not an integer >= 0"]
+        if not (isinstance(history, list) and len(history) == epoch):
+            return [f"its history does not hold one record per epoch of its {epoch}"]
+        if not (isinstance(module, dict) and isinstance(state["optim"], dict)):
+            return ["module and optim must be dicts"]
+        rng = state["rng"]
+        if not (isinstance(rng, dict) and isinstance(rng.get("torch"), torch.Tensor)):
+            return ["its rng state lacks torch's generator state"]
+        expected = self.model.state_dict()
+        problems = [f"{name} is missing" for name in expected if name not in module]
+        problems += [
+            f"{name} is not a tensor of the model" for name in module if name not in expected
+        ]
+        problems += [
+            f"{name} has shape {tuple(module[name].shape)}, the model's is {tuple(t.shape)}"
+            for name, t in expected.items()
+            if isinstance(module.get(name), torch.Tensor) and module[name].shape != t.shape
+        ]
+        parameters = dict(self.model.named_parameters())
+        problems += [
+            f"optimizer state for {name}, which is not a parameter of the model"
+            for name in state["optim"]
+            if name not in parameters
+        ]
+        return problems
 
     def _register_params(self) -> None:
         """Runs guide and model once so that Pyro's param store knows the parameters' names,
@@ -480,6 +556,7 @@ class Trainer:
             poutine.replay(self.model.model, trace=guide_trace)(*args, size=len(self.data.train_x))
 
     def _write_metrics(self) -> None:
-        # the whole file each epoch (a few kB): a full disk or a kill never leaves half a line
-        text = "".join(json.dumps(h) + "\n" for h in self.history)
+        # the whole file each epoch (a few kB): a full disk or a kill never leaves half a line;
+        # strict JSON (NaN as null), so that every JSON reader can read every line
+        text = "".join(strict_json(h) + "\n" for h in self.history)
         write_text_atomic(self.out_dir / METRICS_NAME, text, "metrics")

@@ -1,17 +1,18 @@
 """A NaN or infinite step stops the run with the epoch and step and keeps the last good
 checkpoint; trainer.skip_nonfinite=N skips up to N such steps, each logged and counted."""
 
+import json
 import logging
 import math
 
 import pytest
-from faultkit import TINY, compose_config, zoo
+from faultkit import MODELS_UNDER_TEST, TINY, compose_config, zoo
 
 from zoo.app import run
 from zoo.checkpoint import load_checkpoint
 from zoo.data import load_dataset
 from zoo.errors import TrainingDiverged
-from zoo.train import GuardedSVI
+from zoo.train import GuardedSVI, Trainer
 
 
 def steps_per_epoch(cfg):
@@ -77,3 +78,30 @@ def test_a_diverging_run_stops_through_the_cli(model_args, tmp_path):
     assert result.returncode == 1
     assert "zoo: error: the loss became" in result.stderr and "at epoch 1, step" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_epoch_that_skips_most_of_its_steps_stops_the_run(model_args, tmp_path, monkeypatch):
+    cfg = compose_config([*model_args, *TINY, "trainer.skip_nonfinite=1000"])
+    steps = steps_per_epoch(cfg)
+    nan_at(monkeypatch, set(range(steps + 1, 2 * steps + 1)))  # every step of epoch 2
+    with pytest.raises(TrainingDiverged) as error:
+        run(cfg, tmp_path)
+    # it stops at the first skip past half of the epoch, not at the end of the run
+    assert f"{steps // 2 + 1} of the {steps} steps of epoch 2 were skipped" in str(error.value)
+    assert f"{tmp_path / 'checkpoint.pt'} is kept" in str(error.value)
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
+
+
+def test_metrics_jsonl_writes_nan_and_infinity_as_null(tmp_path, monkeypatch):
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    monkeypatch.setattr(
+        Trainer, "_evaluate", lambda self: {"test/elbo": math.nan, "test/kl": -math.inf}
+    )
+    gmm = next(args for args in MODELS_UNDER_TEST if args[0] == "model=gmm")
+    run(compose_config([*gmm, *TINY, "trainer.eval_every=1"]), tmp_path)
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line, parse_constant=refuse) for line in lines]
+    assert len(records) == 3
+    assert all(r["test/elbo"] is None and r["test/kl"] is None for r in records)
