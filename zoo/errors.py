@@ -14,6 +14,14 @@ class ConfigError(ZooError):
     exit_code = 2
 
 
+class DataError(ZooError):
+    """A data set could not be found, read or validated.
+
+    The message names the file, key or option at fault and says what would be valid, or,
+    for a damaged file, what to do (download it again, reinstall the package).
+    """
+
+
 class CheckpointError(ZooError):
     """A checkpoint cannot be written, read, or does not belong to this run."""
 

@@ -87,7 +87,7 @@ def test_digits_rejects_a_bad_row_naming_file_and_row(tmp_path, bad_row, message
 
 def test_digits_rejects_wrong_row_count_and_missing_file(tmp_path):
     _write_digits(tmp_path, [[0] * 64 + [1]] * 3)
-    with pytest.raises(DataError, match="expected 1797 rows, found 3"):
+    with pytest.raises(DataError, match="has 3 rows, expected 1797"):
         load_digits(root=tmp_path)
     with pytest.raises(DataError, match="does not exist"):
         load_digits(root=tmp_path / "nowhere")

@@ -14,21 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
-if TYPE_CHECKING:  # importlib.resources.abc is Python >= 3.11
-    from importlib.resources.abc import Traversable
-
-from zoo.errors import ZooError
-
-
-class DataError(ZooError):
-    """A data set could not be found, read or validated.
-
-    The message names the file, key or option at fault and says what would be valid.
-    """
+from zoo.data.reading import SHIPPED_REMEDY, DataFile
+from zoo.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -174,19 +164,25 @@ def load_dataset(
     return loader(**options)
 
 
-def shipped_file(file_name: str, root: str | os.PathLike | None = None) -> tuple[Traversable, str]:
+def shipped_file(file_name: str, root: str | os.PathLike | None = None) -> DataFile:
     """A data file shipped in ``zoo/data/files`` or, with ``root``, the file of that name in
-    ``root``; returns the file and a description of where it came from, for messages.
+    ``root`` (``~`` expanded), to read with :class:`~zoo.data.reading.DataFile`'s readers.
 
     :raises DataError: if ``root`` is given and holds no such file.
     """
     if root is None:
         resource = resources.files("zoo.data") / "files" / file_name
-        return resource, f"zoo.data/files/{file_name} (shipped with the package)"
-    resource = Path(root) / file_name
-    if not resource.is_file():
+        name = f"zoo.data/files/{file_name} (shipped with the package)"
+        return DataFile(resource, name, SHIPPED_REMEDY)
+    path = Path(root).expanduser() / file_name
+    if not path.exists():  # a folder or an unreadable file is named by the reader
         raise DataError(
-            f"{resource} does not exist; root={root!r} should be a folder holding "
+            f"{path} does not exist; root={str(root)!r} should be a folder holding "
             f"{file_name}, or leave root unset to use the copy shipped with the package."
         )
-    return resource, str(resource)
+    return DataFile(
+        path,
+        str(path),
+        "Replace it with a good copy, or leave data.root unset to use the copy shipped with "
+        "the package.",
+    )

@@ -7,15 +7,13 @@ The train/test split is a fixed permutation from a fixed seed, so every run sees
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
 import math
 import os
 
 import torch
 
-from zoo.data.base import DataError, Dataset, register_dataset, shipped_file
+from zoo.data.base import Dataset, register_dataset, shipped_file
+from zoo.data.reading import DataFile
 
 FILE_NAME = "digits.csv.gz"
 NUM_ROWS = 1797
@@ -25,31 +23,25 @@ MAX_COUNT = 16  # each pixel counts set bits in a 4x4 block of the original 32x3
 SPLIT_SEED = 20_240_601
 
 
-def _parse(text: io.TextIOBase, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _parse(file: DataFile) -> tuple[torch.Tensor, torch.Tensor]:
     width = math.prod(IMAGE_SHAPE) + 1
     values: list[list[float]] = []
-    for row_number, row in enumerate(csv.reader(text), start=1):
+    for row_number, row in file.csv_rows():
+        where = f"row {row_number}"
         if len(row) != width:
-            raise DataError(
-                f"{name}, row {row_number}: expected {width} comma-separated values "
-                f"(64 pixel counts then the label), found {len(row)}."
+            raise file.error(
+                f"expected {width} comma-separated values (64 pixel counts then the label), "
+                f"found {len(row)}",
+                where,
             )
-        try:
-            numbers = [float(v) for v in row]
-        except ValueError as e:
-            raise DataError(f"{name}, row {row_number}: not a number ({e}).") from e
-        if not all(0 <= v <= MAX_COUNT for v in numbers[:-1]):  # also false for NaN
-            raise DataError(
-                f"{name}, row {row_number}: pixel counts must lie in [0, {MAX_COUNT}] "
-                "(NaN is not allowed)."
-            )
+        numbers = file.finite_numbers(row, where)
+        if not all(0 <= v <= MAX_COUNT for v in numbers[:-1]):
+            raise file.error(f"pixel counts must lie in [0, {MAX_COUNT}]", where)
         if numbers[-1] not in range(10):
-            raise DataError(
-                f"{name}, row {row_number}: label must be an integer 0..9, found {row[-1]!r}."
-            )
+            raise file.error(f"label must be an integer 0..9, found {row[-1]!r}", where)
         values.append(numbers)
     if len(values) != NUM_ROWS:
-        raise DataError(f"{name}: expected {NUM_ROWS} rows, found {len(values)}.")
+        raise file.error(f"has {len(values)} rows, expected {NUM_ROWS}")
     table = torch.tensor(values, dtype=torch.float64)
     return (table[:, :-1] / MAX_COUNT).float(), table[:, -1].long()
 
@@ -59,7 +51,8 @@ def load_digits(*, root: str | os.PathLike[str] | None = None) -> Dataset:
     """Load the 8x8 digits: 1437 train and 360 test images, pixels in ``[0, 1]``.
 
     :param root: folder holding a ``digits.csv.gz`` to read instead of the shipped copy.
-    :raises DataError: if the file has a wrong column count, a value out of range or a NaN.
+    :raises DataError: if the file cannot be read, is not gzip-compressed UTF-8 CSV, or has a
+        wrong column count, a value out of range, a NaN or an infinity.
 
     Example::
 
@@ -67,12 +60,8 @@ def load_digits(*, root: str | os.PathLike[str] | None = None) -> Dataset:
         >>> ds.train_x.shape, ds.test_y.shape, ds.shape
         (torch.Size([1437, 64]), torch.Size([360]), (8, 8))
     """
-    resource, source = shipped_file(FILE_NAME, root)
-    try:
-        with resource.open("rb") as raw, gzip.open(raw, "rt", newline="") as text:
-            x, y = _parse(text, source)
-    except (OSError, EOFError, UnicodeDecodeError) as e:
-        raise DataError(f"{source} is not a readable gzip-compressed CSV file: {e}.") from e
+    file = shipped_file(FILE_NAME, root)
+    x, y = _parse(file)
 
     generator = torch.Generator().manual_seed(SPLIT_SEED)
     order = torch.randperm(NUM_ROWS, generator=generator)
@@ -86,5 +75,5 @@ def load_digits(*, root: str | os.PathLike[str] | None = None) -> Dataset:
         test_y=y[test],
         shape=IMAGE_SHAPE,
         num_classes=10,
-        source=source,
+        source=file.name,
     )

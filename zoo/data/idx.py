@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zoo.data.base import DataError
+from zoo.data.reading import DataFile
 
 # IDX type code -> big-endian numpy dtype, as listed in the IDX specification.
 IDX_DTYPES: dict[int, np.dtype] = {
@@ -33,48 +33,61 @@ def _describe(code: int) -> str:
     return ", ".join(f"0x{c:02X} ({d.name})" for c, d in IDX_DTYPES.items()) + f"; got 0x{code:02X}"
 
 
-def parse_idx(data: bytes, name: str = "<bytes>") -> torch.Tensor:
-    """Decode the bytes of an (uncompressed) IDX file; ``name`` is used in error messages."""
+def parse_idx(data: bytes, name: str | DataFile = "<bytes>") -> torch.Tensor:
+    """Decode the bytes of an (uncompressed) IDX file.
+
+    :param name: the file's name for messages, or the :class:`DataFile` it came from (whose
+        remedy the messages then add).
+    :raises DataError: for a bad magic number, a size that differs from the header's, or a
+        NaN or infinity in a float file.
+    """
+    file = name if isinstance(name, DataFile) else DataFile(Path(name), f"IDX file {name}", "")
     if len(data) < 4:
-        raise DataError(
-            f"IDX file {name} is too short to hold a header: {len(data)} bytes, expected at "
-            "least 4 (magic number 0x0000TTNN)."
+        raise file.error(
+            f"is too short to hold a header: {len(data)} bytes, expected at least 4 (magic "
+            "number 0x0000TTNN)"
         )
     zero, type_code, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or type_code not in IDX_DTYPES:
-        raise DataError(
-            f"IDX file {name} has bad magic number 0x{data[:4].hex().upper()}: expected "
-            f"0x0000TTNN with type code TT one of {_describe(type_code)}."
+        raise file.error(
+            f"has bad magic number 0x{data[:4].hex().upper()}: expected 0x0000TTNN with type "
+            f"code TT one of {_describe(type_code)}"
         )
     if ndim == 0:
-        raise DataError(f"IDX file {name} declares 0 dimensions; expected at least 1.")
+        raise file.error("declares 0 dimensions; expected at least 1")
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise DataError(
-            f"IDX file {name} is truncated inside its header: {len(data)} bytes, expected "
-            f"{header} for {ndim} dimension sizes."
+        raise file.error(
+            f"is truncated inside its header: {len(data)} bytes, expected {header} for {ndim} "
+            "dimension sizes"
         )
     shape = struct.unpack(f">{ndim}I", data[4:header])
     dtype = IDX_DTYPES[type_code]
     expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(data) != expected:
         problem = "truncated" if len(data) < expected else "longer than its header says"
-        raise DataError(
-            f"IDX file {name} is {problem}: header declares shape {tuple(shape)} of "
-            f"{dtype.name}, which needs {expected} bytes, but the file has {len(data)} bytes."
+        raise file.error(
+            f"is {problem}: header declares shape {tuple(shape)} of {dtype.name}, which needs "
+            f"{expected} bytes, but the file has {len(data)} bytes"
         )
     array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    if dtype.kind == "f" and not np.isfinite(array).all():
+        row = int(np.flatnonzero(~np.isfinite(array.reshape(len(array), -1)).all(axis=1))[0])
+        raise file.error("holds a NaN or an infinity; the values must be finite", f"row {row}")
     # astype copies to native byte order and a writable buffer, as torch requires.
     return torch.from_numpy(array.astype(dtype.newbyteorder("=")))
 
 
-def read_idx(path: str | os.PathLike[str]) -> torch.Tensor:
+def read_idx(path: str | os.PathLike[str], remedy: str = "") -> torch.Tensor:
     """Read an IDX file (gzip-compressed if its name ends in ``.gz``) into a tensor.
 
-    :param path: the file to read.
+    :param path: the file to read (``~`` is expanded).
+    :param remedy: what a user can do if the file is damaged, added to every message
+        (e.g. delete a cache copy so that it is downloaded again).
     :returns: a tensor of the file's shape; ``uint8`` for MNIST images and labels.
-    :raises DataError: if the file is missing, is not valid gzip, has a bad magic number, or
-        its payload size differs from what its header declares.
+    :raises DataError: if the file is missing or cannot be read, its gzip stream is damaged,
+        it has a bad magic number, its payload size differs from what its header declares,
+        or a float file holds a NaN or an infinity.
 
     Example::
 
@@ -82,19 +95,9 @@ def read_idx(path: str | os.PathLike[str]) -> torch.Tensor:
         >>> images.shape, images.dtype
         (torch.Size([10000, 28, 28]), torch.uint8)
     """
-    path = Path(path)
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                data = f.read()
-        else:
-            data = path.read_bytes()
-    except FileNotFoundError as e:
-        raise DataError(f"IDX file {path} does not exist.") from e
-    except (OSError, EOFError) as e:
-        # gzip raises EOFError for a truncated stream and BadGzipFile (an OSError) for junk.
-        raise DataError(f"IDX file {path} is not a complete gzip file: {e}.") from e
-    return parse_idx(data, str(path))
+    path = Path(path).expanduser()
+    file = DataFile(path, f"IDX file {path}", remedy)
+    return parse_idx(file.read_bytes(), file)
 
 
 def write_idx(path: str | os.PathLike[str], array: torch.Tensor | np.ndarray) -> None:

@@ -25,7 +25,8 @@ import torch
 
 from zoo.data.base import DataError, Dataset, register_dataset
 from zoo.data.download import download_from_mirrors
-from zoo.data.idx import read_idx
+from zoo.data.idx import parse_idx
+from zoo.data.reading import DataFile
 
 # Part of the Dataset -> standard IDX file name (without .gz).
 FILES = {
@@ -56,6 +57,7 @@ class IdxSpec:
     urls: tuple[str, ...]
     sha256: Mapping[str, str | None]  # decompressed file name -> hex digest, None: structure only
     system_hint: str  # how to install the files system-wide
+    system_remedy: str = ""  # what to do when a file in system_dir is damaged
 
 
 SPECS = {
@@ -71,6 +73,8 @@ SPECS = {
         # only" (IDX header and size, 28x28 images, labels 0..9, matching counts).
         sha256=dict.fromkeys(FILES.values()),
         system_hint="place the four files in /usr/share/datasets/mnist/",
+        system_remedy="Replace it with a good copy, or delete the system copies so that the "
+        "files are downloaded into the user cache.",
     ),
     "fashion_mnist": IdxSpec(
         name="fashion_mnist",
@@ -81,6 +85,8 @@ SPECS = {
         ),
         sha256=FASHION_MNIST_SHA256,
         system_hint="apt-get install dataset-fashion-mnist (Debian/Ubuntu)",
+        system_remedy="Reinstall the system package: apt-get install --reinstall "
+        "dataset-fashion-mnist (Debian/Ubuntu).",
     ),
 }
 
@@ -95,11 +101,13 @@ def cache_dir(name: str) -> Path:
 
 
 def _find(folder: Path) -> tuple[dict[str, Path], list[str]]:
-    """Files of FILES present in ``folder`` (plain or .gz), and the names missing there."""
+    """Files of FILES present in ``folder`` (plain or .gz), and the names missing there; a
+    folder or an unreadable file under one of the names counts as present, so that reading
+    it says what is wrong with it."""
     found, missing = {}, []
     for file_name in FILES.values():
         for candidate in (folder / file_name, folder / f"{file_name}.gz"):
-            if candidate.is_file():
+            if candidate.exists():
                 found[file_name] = candidate
                 break
         else:
@@ -107,31 +115,39 @@ def _find(folder: Path) -> tuple[dict[str, Path], list[str]]:
     return found, missing
 
 
-def _read_split(images_path: Path, labels_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    images, labels = read_idx(images_path), read_idx(labels_path)
-    if images.dtype != torch.uint8 or images.shape[1:] != IMAGE_SHAPE:
-        raise DataError(
-            f"{images_path}: expected uint8 images of shape (N, {IMAGE_SHAPE[0]}, "
-            f"{IMAGE_SHAPE[1]}), found {images.dtype} of shape {tuple(images.shape)}."
+def _remedy(spec: IdxSpec, path: Path, root: str | os.PathLike[str] | None) -> str:
+    """What a user can do about a damaged file at ``path``, by where it was found."""
+    if root is not None:
+        return "Replace it with a good copy, or point data.root at a folder of good copies."
+    if path.parent == cache_dir(spec.name):
+        return f"Delete {path} and run again: the file is then downloaded again and verified."
+    return spec.system_remedy
+
+
+def _read_split(images: DataFile, labels: DataFile) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = parse_idx(images.read_bytes(), images), parse_idx(labels.read_bytes(), labels)
+    if x.dtype != torch.uint8 or x.shape[1:] != IMAGE_SHAPE:
+        raise images.error(
+            f"holds {x.dtype} of shape {tuple(x.shape)}, expected uint8 images of shape "
+            f"(N, {IMAGE_SHAPE[0]}, {IMAGE_SHAPE[1]})"
         )
-    if labels.dtype != torch.uint8 or labels.dim() != 1:
-        raise DataError(
-            f"{labels_path}: expected uint8 labels of shape (N,), found {labels.dtype} of "
-            f"shape {tuple(labels.shape)}."
+    if y.dtype != torch.uint8 or y.dim() != 1:
+        raise labels.error(
+            f"holds {y.dtype} of shape {tuple(y.shape)}, expected uint8 labels of shape (N,)"
         )
-    if len(images) == 0:
-        raise DataError(f"{images_path} holds no images; each part needs at least one.")
-    if len(labels) != len(images):
-        raise DataError(
-            f"{labels_path} holds {len(labels)} labels but {images_path} holds "
-            f"{len(images)} images; the counts must be equal."
+    if len(x) == 0:
+        raise images.error("holds no images; each part needs at least one")
+    if len(y) != len(x):
+        raise labels.error(
+            f"holds {len(y)} labels but {images.name} holds {len(x)} images; the counts must "
+            "be equal"
         )
-    if len(labels) and int(labels.max()) >= NUM_CLASSES:
-        raise DataError(
-            f"{labels_path}: labels must lie in 0..{NUM_CLASSES - 1}, found {int(labels.max())}."
+    if len(y) and int(y.max()) >= NUM_CLASSES:
+        raise labels.error(
+            f"has the label {int(y.max())}; labels must lie in 0..{NUM_CLASSES - 1}"
         )
     # (N, 28, 28) uint8 -> (N, 784) float32 in [0, 1]
-    return images.reshape(len(images), -1).float() / 255.0, labels.long()
+    return x.reshape(len(x), -1).float() / 255.0, y.long()
 
 
 def _not_found(spec: IdxSpec, looked: list[str], download_note: str) -> DataError:
@@ -193,8 +209,12 @@ def load_idx_dataset(
             except DataError as e:
                 raise _not_found(spec, looked, f"Download into {cache} failed. {e}") from e
     paths = {part: found[file_name] for part, file_name in FILES.items()}
-    train_x, train_y = _read_split(paths["train_x"], paths["train_y"])
-    test_x, test_y = _read_split(paths["test_x"], paths["test_y"])
+    files = {
+        part: DataFile(path, f"IDX file {path}", _remedy(spec, path, root))
+        for part, path in paths.items()
+    }
+    train_x, train_y = _read_split(files["train_x"], files["train_y"])
+    test_x, test_y = _read_split(files["test_x"], files["test_y"])
     return Dataset(
         name=spec.name,
         kind="image",

@@ -9,12 +9,12 @@ minutes.
 
 from __future__ import annotations
 
-import csv
 import os
 
 import torch
 
 from zoo.data.base import DataError, Dataset, register_dataset, shipped_file
+from zoo.data.reading import DataFile
 
 FILE_NAME = "old_faithful.csv"
 FEATURES = ("eruptions", "waiting")
@@ -22,24 +22,19 @@ NUM_ROWS = 272
 SPLIT_SEED = 19_900_101
 
 
-def _parse(lines, name: str) -> torch.Tensor:
-    reader = csv.reader(lines)
-    header = next(reader, None)
+def _parse(file: DataFile) -> torch.Tensor:
+    lines = file.csv_rows()
+    _, header = next(lines, (1, None))
     if header is None or tuple(h.strip() for h in header) != FEATURES:
-        raise DataError(f"{name}: expected the header {','.join(FEATURES)}, found {header!r}.")
+        raise file.error(f"has the header {header!r}, expected {','.join(FEATURES)}")
     rows = []
-    for row_number, row in enumerate(reader, start=2):
-        try:
-            values = [float(v) for v in row]
-        except ValueError as e:
-            raise DataError(f"{name}, line {row_number}: not a number ({e}).") from e
-        if len(values) != 2 or not all(v > 0 for v in values):  # also false for NaN
-            raise DataError(
-                f"{name}, line {row_number}: expected two positive numbers, found {row}."
-            )
+    for line_number, row in lines:
+        values = file.finite_numbers(row, f"line {line_number}")
+        if len(values) != 2 or not all(v > 0 for v in values):
+            raise file.error(f"expected two positive numbers, found {row}", f"line {line_number}")
         rows.append(values)
     if len(rows) != NUM_ROWS:
-        raise DataError(f"{name}: expected {NUM_ROWS} rows, found {len(rows)}.")
+        raise file.error(f"has {len(rows)} rows, expected {NUM_ROWS}")
     return torch.tensor(rows, dtype=torch.float64)
 
 
@@ -88,9 +83,8 @@ def load_old_faithful(
         (torch.Size([218, 2]), torch.Size([54, 2]), ('eruptions', 'waiting'))
     """
     test_rows = _test_rows(test_fraction, folds, fold)
-    resource, source = shipped_file(FILE_NAME, root)
-    with resource.open("r", newline="") as f:
-        x = _parse(f, source)
+    file = shipped_file(FILE_NAME, root)
+    x = _parse(file)
 
     order = torch.randperm(NUM_ROWS, generator=torch.Generator().manual_seed(SPLIT_SEED))
     is_test = torch.zeros(NUM_ROWS, dtype=torch.bool)
@@ -106,7 +100,7 @@ def load_old_faithful(
         test_y=None,
         shape=(2,),
         num_classes=None,
-        source=source,
+        source=file.name,
         feature_names=FEATURES,
         mean=mean.float(),
         std=std.float(),
