@@ -84,3 +84,28 @@ class ScaleMixtureNormal(TorchDistribution):
 
 def _normal_log_prob(value, loc, scale) -> torch.Tensor:
     return -(((value - loc) / scale) ** 2) / 2 - torch.log(scale) - math.log(math.sqrt(2 * math.pi))
+
+
+def beta_icdf(concentration1, concentration0, q: torch.Tensor) -> torch.Tensor:
+    """The quantile function of ``Beta(concentration1, concentration0)``: the value below which
+    the share ``q`` of its mass lies, exact to float64 rounding and deterministic.
+
+    torch has neither the Beta's quantile function nor the regularized incomplete beta function
+    it inverts, so this is SciPy's ``betaincinv`` (evaluated on the CPU, without gradients).
+    The marginals of a ``Dirichlet(alpha)`` are ``Beta(alpha_i, sum(alpha) - alpha_i)``.
+
+    :param concentration1: alpha, a tensor broadcastable with ``q``.
+    :param concentration0: beta, likewise.
+    :param q: levels in [0, 1].
+    """
+    from scipy.special import betaincinv  # imported here: only the guides' summaries need it
+
+    a, b, levels = torch.broadcast_tensors(
+        torch.as_tensor(concentration1), torch.as_tensor(concentration0), torch.as_tensor(q)
+    )
+    value = betaincinv(
+        a.detach().cpu().double().numpy(),
+        b.detach().cpu().double().numpy(),
+        levels.detach().cpu().double().numpy(),
+    )
+    return torch.from_numpy(value).to(device=a.device, dtype=a.dtype)

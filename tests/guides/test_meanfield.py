@@ -246,3 +246,83 @@ def test_a_discrete_latent_without_enumeration_is_refused_by_name(fn):
 
     with pytest.raises(ValueError, match="site 'count' is discrete.*enumeration.*another one"):
         MeanField(model)()
+
+
+# ---- the AutoGuide surface ----------------------------------------------------------------
+
+
+def with_data(x):
+    w = pyro.sample("w", dist.Dirichlet(torch.ones(3)))
+    p = pyro.sample("p", dist.Beta(2.0, 5.0))
+    with pyro.plate("data", len(x)):
+        pyro.sample("x", dist.Normal(w[0] + p, 1.0), obs=x)
+
+
+def test_median_is_the_half_quantile_and_quantiles_are_deterministic():
+    """Beta and Dirichlet factors: the median was the mean and the quantiles Monte Carlo."""
+    x = torch.randn(5)
+    guide = MeanField(with_data)
+    median = guide.median(x)  # sets the guide up from the model's arguments
+    first, second = guide.quantiles([0.1, 0.5, 0.9], x), guide.quantiles([0.1, 0.5, 0.9], x)
+    for name in ("w", "p"):
+        assert torch.equal(first[name], second[name])
+        assert torch.equal(first[name][1], median[name])
+    q = guide.distribution("p")
+    draws = q.sample((200_000,))
+    expected = torch.quantile(draws, torch.tensor([0.1, 0.5, 0.9]))
+    assert torch.allclose(first["p"], expected, atol=2e-3)
+    marginal = guide.distribution("w").sample((200_000,))[:, 1]
+    assert torch.allclose(
+        first["w"][:, 1], torch.quantile(marginal, torch.tensor([0.1, 0.5, 0.9])), atol=2e-3
+    )
+
+
+def test_mean_posterior_and_sample_latent_take_the_models_arguments():
+    x = torch.randn(5)
+    guide = MeanField(with_data)
+    assert guide.mean(x)["p"].shape == ()
+    posterior = MeanField(with_data).get_posterior(x)
+    assert set(posterior) == {"w", "p"} and isinstance(posterior["p"], dist.Beta)
+    draw = MeanField(with_data).sample_latent(x)
+    assert draw["w"].shape == (3,) and torch.isclose(draw["w"].sum(), torch.tensor(1.0))
+
+
+def test_unknown_sites_and_missing_arguments_are_named():
+    guide = MeanField(with_data)
+    with pytest.raises(ValueError, match="not set up yet.*'p'"):
+        guide.distribution("p")
+    with pytest.raises(ValueError, match="not set up yet and the model needs arguments"):
+        guide.median()
+    guide(torch.randn(5))
+    with pytest.raises(ValueError, match="no latent site 'q'; its sites: w, p"):
+        guide.distribution("q")
+
+
+def test_initialization_is_deterministic_by_default():
+    medians = []
+    for seed in (0, 1):
+        pyro.set_rng_seed(seed)
+        medians.append(MeanField(five_sites).median())
+    assert all(torch.equal(medians[0][k], medians[1][k]) for k in medians[0])
+
+
+def test_create_plates_gives_the_guide_the_models_plates():
+    made = []
+
+    def plates(x=None):
+        made.append(pyro.plate("k", 3))
+        return made[-1]
+
+    guide = MeanField(five_sites, create_plates=plates)
+    trace = pyro.poutine.trace(guide).get_trace()
+    assert made and trace.nodes["m"]["cond_indep_stack"][0].name == "k"
+
+
+def test_a_projected_normal_site_gets_pyros_helpful_error():
+    def model():
+        pyro.sample("direction", dist.ProjectedNormal(torch.zeros(3)))
+
+    with pytest.raises(
+        ValueError, match="spherical sample site 'direction'.*ProjectedNormalReparam"
+    ):
+        MeanField(model)()

@@ -22,8 +22,10 @@ from pyro import poutine
 from pyro.distributions import constraints
 from pyro.distributions.transforms import biject_to
 from pyro.infer.autoguide import AutoGuide
-from pyro.infer.autoguide.initialization import init_to_median
+from pyro.infer.autoguide.initialization import init_to_feasible
+from pyro.infer.autoguide.utils import helpful_support_errors
 
+from zoo.distributions import beta_icdf
 from zoo.guides.naming import OwnName
 
 FAMILIES = ("normal", "lognormal", "dirichlet", "beta", "transformed_normal")
@@ -102,8 +104,8 @@ class MeanField(OwnName, AutoGuide):
     Beta the same for both concentrations: Adam's steps, roughly of the learning rate's size,
     then change a concentration by a factor rather than by a fixed amount, and the fit reaches
     the posterior's concentration whether it is 5 or 5000 (a softplus, near-linear there,
-    left it close to its start). Initialized at ``init_loc_fn(site)`` (the prior median by
-    default) or ``init_values[name]``, with scale ``init_scale`` in the unconstrained space; a
+    left it close to its start). Initialized at ``init_loc_fn(site)`` (``init_to_feasible``
+    by default, as ``AutoNormal``: deterministic) or ``init_values[name]``, with scale ``init_scale`` in the unconstrained space; a
     Dirichlet or Beta starts at that mean as wide as the prior (the total concentration at
     which its variance is the prior's).
 
@@ -112,11 +114,24 @@ class MeanField(OwnName, AutoGuide):
     enumeration (``infer={"enumerate": ...}``) are left to ``TraceEnum_ELBO``; the model's
     latent sites keep their shapes between calls.
 
+    How it differs from ``AutoNormal``, and why: each factor is sampled at the model's own
+    site rather than as a Normal at an auxiliary unconstrained site followed by a ``Delta``, so
+    ``TraceMeanField_ELBO`` finds torch's closed-form KLs; the factor's family follows the
+    support (a Beta on the unit interval, a Dirichlet on the simplex) where AutoNormal always
+    pushes a Normal through a bijection. The surface is AutoNormal's: :meth:`median`,
+    :meth:`quantiles` and :meth:`mean` take the model's arguments, :meth:`get_posterior`
+    gives ``{site: distribution}``, :meth:`sample_latent` one draw of every site, and
+    ``create_plates`` supplies the model's plates. Parameters live in the guide and are named
+    in Pyro's param store after the model's sites (:mod:`zoo.guides.naming`), where
+    AutoNormal's share the name ``AutoNormal`` across instances.
+
     :param model: the Pyro model, called with the arguments the guide is called with.
     :param families: ``{site: family}`` overrides, with a family from :data:`FAMILIES`.
     :param init_values: ``{site: value}`` initial values (constrained) of some sites.
     :param float init_scale: initial scale of each factor in the unconstrained space.
     :param init_loc_fn: ``init_loc_fn(site) -> value`` for sites not in ``init_values``.
+    :param create_plates: ``create_plates(*args, **kwargs)`` returns the model's plates (one
+        or a list); plates it does not name are made from the model's trace.
 
     Example::
 
@@ -141,7 +156,8 @@ class MeanField(OwnName, AutoGuide):
         families: dict[str, str] | None = None,
         init_values: dict[str, torch.Tensor] | None = None,
         init_scale: float = 0.1,
-        init_loc_fn: Callable = init_to_median,
+        init_loc_fn: Callable = init_to_feasible,
+        create_plates: Callable | None = None,
     ) -> None:
         if not init_scale > 0:
             raise ValueError(f"init_scale must be > 0, got {init_scale!r}")
@@ -150,7 +166,7 @@ class MeanField(OwnName, AutoGuide):
                 raise ValueError(
                     f"families[{name!r}] = {family!r} is not a family; valid: {', '.join(FAMILIES)}"
                 )
-        super().__init__(model)
+        super().__init__(model, create_plates=create_plates)
         # the param store name is taken at set-up, from the sites (zoo.guides.naming)
         self._zoo_name = type(self).__name__
         self.families = dict(families or {})
@@ -194,7 +210,8 @@ class MeanField(OwnName, AutoGuide):
         self._take_name(";".join(f"{n}:{tuple(s['value'].shape)}" for n, s in latent))
         self._sites, self.family = {}, {}
         for name, site in latent:
-            self._add_site(name, site)
+            with helpful_support_errors(site):  # e.g. a ProjectedNormal without its reparam
+                self._add_site(name, site)
 
     def _add_site(self, name: str, site: dict) -> None:
         if site["fn"].support.is_discrete:
@@ -298,6 +315,7 @@ class MeanField(OwnName, AutoGuide):
 
     def distribution(self, name: str) -> dist.Distribution:
         """The factor of site ``name``, with the site's batch shape and event dim."""
+        self._check_site(name)
         info, family = self._sites[name], self.family[name]
         event_dim = info["event_dim"]
         get = lambda key: getattr(self, f"{info['prefix']}_{key}")  # noqa: E731  (pyro.param)
@@ -321,6 +339,10 @@ class MeanField(OwnName, AutoGuide):
         if not self.is_setup:
             self.setup(*args, **kwargs)
         plates: dict[str, pyro.plate] = {}
+        if self.create_plates is not None:  # the user's plates, where they name the model's
+            given = self.create_plates(*args, **kwargs)
+            given = [given] if isinstance(given, pyro.plate) else given
+            plates = {p.name: p for p in given}
         values = {}
         for name, info in self._sites.items():  # in the model's order, as TraceMeanField wants
             with ExitStack() as stack:
@@ -331,8 +353,6 @@ class MeanField(OwnName, AutoGuide):
                 values[name] = pyro.sample(name, self.distribution(name))
         return values
 
-    # ---- summaries ---------------------------------------------------------------------
-
     def _push(self, name: str, z: torch.Tensor) -> torch.Tensor:
         """An unconstrained value of a Normal-based factor mapped to the site's space."""
         family = self.family[name]
@@ -342,62 +362,97 @@ class MeanField(OwnName, AutoGuide):
             return z.exp()
         return self._sites[name]["transform"](z)
 
-    @torch.no_grad()
-    def median(self, *args, **kwargs) -> dict[str, torch.Tensor]:
-        """Each factor's median; for Dirichlet and Beta factors, whose medians have no closed
-        form, the mean."""
+    # ---- Pyro's AutoGuide surface -------------------------------------------------------
+
+    def _ready(self, args: tuple, kwargs: dict) -> None:
+        if self.is_setup:
+            return
+        if not args and not kwargs:
+            try:
+                self.setup()
+            except TypeError as error:
+                raise ValueError(
+                    f"{type(self).__name__} is not set up yet and the model needs arguments: "
+                    "pass them (guide.median(x)) or call the guide once"
+                ) from error
+            return
+        self.setup(*args, **kwargs)
+
+    def _check_site(self, name: str) -> None:
+        if name in self._sites:
+            return
         if not self.is_setup:
-            self.setup(*args, **kwargs)
-        result = {}
-        for name, info in self._sites.items():
-            family = self.family[name]
-            if family in ("dirichlet", "beta"):
-                result[name] = self.distribution(name).mean.detach()
-            else:
-                result[name] = self._push(name, getattr(self, f"{info['prefix']}_loc")).detach()
-        return result
+            raise ValueError(
+                f"{type(self).__name__} is not set up yet: call it (or setup) with the model's "
+                f"arguments before asking for site {name!r}"
+            )
+        raise ValueError(
+            f"{type(self).__name__} has no latent site {name!r}; its sites: "
+            f"{', '.join(self._sites)}"
+        )
+
+    def get_posterior(self, *args, **kwargs) -> dict[str, dist.Distribution]:
+        """``{site: q(site)}``, each factor as a distribution with the site's shape; takes the
+        model's arguments (used only to set the guide up if it was never called)."""
+        self._ready(args, kwargs)
+        return {name: self.distribution(name) for name in self._sites}
+
+    def sample_latent(self, *args, **kwargs) -> dict[str, torch.Tensor]:
+        """One joint draw of every latent site, ``{site: value}``, recorded in no trace.
+        (Pyro's ``AutoContinuous.sample_latent`` returns one unconstrained vector instead:
+        this guide has no joint unconstrained space.)"""
+        self._ready(args, kwargs)
+        with poutine.block():
+            return {k: v.detach() for k, v in self(*args, **kwargs).items()}
 
     @torch.no_grad()
-    def mean(self, num_samples: int = 1000) -> dict[str, torch.Tensor]:
-        """Each factor's mean, in closed form except for ``transformed_normal`` factors (the
-        average of ``num_samples`` draws)."""
+    def median(self, *args, **kwargs) -> dict[str, torch.Tensor]:
+        """Each factor's median: the 0.5 quantile of :meth:`quantiles`, exactly."""
+        return {name: value[0] for name, value in self.quantiles([0.5], *args, **kwargs).items()}
+
+    @torch.no_grad()
+    def mean(self, *args, num_samples: int = 1000, **kwargs) -> dict[str, torch.Tensor]:
+        """Each factor's mean: in closed form, except for ``transformed_normal`` factors (the
+        average of ``num_samples`` draws from a fixed seed, so the same at every call)."""
+        self._ready(args, kwargs)
         result = {}
         for name in self._sites:
             fn = self.distribution(name)
             if self.family[name] == "transformed_normal":
-                result[name] = fn.sample((num_samples,)).mean(0)
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(0)
+                    result[name] = fn.sample((num_samples,)).mean(0)
             else:
                 result[name] = fn.mean.detach()
         return result
 
     @torch.no_grad()
-    def quantiles(
-        self, quantiles: Sequence[float], *args, num_samples: int = 1000, **kwargs
-    ) -> dict[str, torch.Tensor]:
-        """Marginal quantiles of each factor, shaped ``(len(quantiles), *site_shape)``.
+    def quantiles(self, quantiles: Sequence[float], *args, **kwargs) -> dict[str, torch.Tensor]:
+        """Quantiles of each factor, shaped ``(len(quantiles), *site_shape)``: deterministic,
+        and the 0.5 quantile is :meth:`median`.
 
-        Exact for Normal and LogNormal factors and for transformed Normals whose transform
-        acts elementwise; for Dirichlet, Beta and other transformed Normals, the empirical
-        quantiles of ``num_samples`` draws. Takes the model's arguments (used only to set the
-        guide up if it was never called).
+        Exact marginal quantiles for Normal, LogNormal, Beta and Dirichlet factors (a
+        Dirichlet's marginals are Betas, so its median need not sum to one) and for
+        transformed Normals whose transform acts elementwise. For other transforms (the
+        simplex or a correlation matrix, by ``families`` override), the transform of the
+        unconstrained Normal's quantiles, as Pyro's ``AutoNormal`` reports them. Takes the
+        model's arguments (used only to set the guide up if it was never called).
         """
-        if not self.is_setup:
-            self.setup(*args, **kwargs)
+        self._ready(args, kwargs)
         result = {}
         for name, info in self._sites.items():
             family = self.family[name]
+            get = lambda key: getattr(self, f"{info['prefix']}_{key}")  # noqa: B023, E731
             q = torch.as_tensor(quantiles, dtype=torch.get_default_dtype())
-            transform = info["transform"]
-            elementwise = transform.domain.event_dim == 0 and transform.codomain.event_dim == 0
-            if family in ("normal", "lognormal") or (
-                family == "transformed_normal" and elementwise
-            ):
-                loc = getattr(self, f"{info['prefix']}_loc")
-                scale = F.softplus(getattr(self, f"{info['prefix']}_scale_raw"))
-                q = q.reshape((-1,) + (1,) * loc.dim())
-                z = loc + scale * dist.Normal(0.0, 1.0).icdf(q)
-                result[name] = self._push(name, z).detach()
+            if family == "beta":
+                c1, c0 = get("log_concentration1").exp(), get("log_concentration0").exp()
+                result[name] = beta_icdf(c1, c0, q.reshape((-1,) + (1,) * c1.dim()))
+            elif family == "dirichlet":
+                alpha = get("log_concentration").exp()
+                rest = alpha.sum(-1, keepdim=True) - alpha
+                result[name] = beta_icdf(alpha, rest, q.reshape((-1,) + (1,) * alpha.dim()))
             else:
-                draws = self.distribution(name).sample((num_samples,))
-                result[name] = torch.quantile(draws, q, dim=0)
+                loc, scale = get("loc"), F.softplus(get("scale_raw"))
+                q = q.to(loc).reshape((-1,) + (1,) * loc.dim())
+                result[name] = self._push(name, loc + scale * dist.Normal(0.0, 1.0).icdf(q))
         return result
