@@ -199,6 +199,16 @@ def test_a_float_idx_file_with_an_infinity_is_refused_naming_the_row(tmp_path):
     assert_one_paragraph(error.value, str(tmp_path / "x.gz"), "row 2", "NaN or an infinity")
 
 
+@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="needs Linux's /proc")
+def test_a_read_error_of_the_file_itself_is_not_called_a_gzip_error(tmp_path):
+    # reading /proc/self/mem from offset 0 fails with EIO: a real read error, even as root
+    (tmp_path / "digits.csv.gz").symlink_to("/proc/self/mem")
+    with pytest.raises(DataError) as error:
+        load_dataset("digits", root=tmp_path)
+    assert_one_paragraph(error.value, str(tmp_path / "digits.csv.gz"), "cannot be read: ")
+    assert "gzip" not in str(error.value)
+
+
 def test_a_folder_where_a_shipped_file_is_expected_is_named(tmp_path):
     (tmp_path / "old_faithful.csv").mkdir()
     with pytest.raises(DataError) as error:
