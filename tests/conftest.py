@@ -3,7 +3,8 @@
 Property tests (hypothesis) keep no example database and write their failure patches under
 the system's temporary folder (by default both go to ./.hypothesis), and have no per-example
 deadline (a first torch call on a busy machine can take a
-second); each test sets its own small ``max_examples``.
+second); each test sets its own small ``max_examples``. ``ZOO_HYPOTHESIS_PROFILE=derandomized``
+draws the same examples on every run (benchmarks/mutation/run.py sets it).
 """
 
 import os
@@ -18,7 +19,9 @@ os.environ.setdefault(
 )
 
 settings.register_profile("zoo", database=None, deadline=None, print_blob=True)
-settings.load_profile("zoo")
+# the same examples on every run: for mutation testing, which compares runs
+settings.register_profile("derandomized", settings.get_profile("zoo"), derandomize=True)
+settings.load_profile(os.environ.get("ZOO_HYPOTHESIS_PROFILE", "zoo"))
 
 
 @pytest.fixture(autouse=True)
