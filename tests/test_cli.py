@@ -139,3 +139,23 @@ def test_gmm_enumerated_on_synthetic_data_reports_ari(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "test/ari" in result.stdout and "fit/max_error_locs" in result.stdout
+
+
+def test_a_sweep_with_bad_jobs_is_refused_before_its_first_job_naming_each(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = zoo("-m", *FAST, "trainer.epochs=0,1", "seed=0,-1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "3 of its 4 jobs" in result.stderr
+    assert "job 0 (trainer.epochs=0 seed=0): trainer.epochs = 0 is not valid" in result.stderr
+    assert "job 3 (trainer.epochs=1 seed=-1): seed = -1 is not valid" in result.stderr
+    assert "job 2 (" not in result.stderr  # the good job is not named
+    assert not sweep.exists()  # nothing ran, not even the good job
+
+
+def test_a_group_option_that_is_a_path_is_refused(tmp_path):
+    outside = tmp_path / "evil.yaml"
+    outside.write_text("# @package _global_\nseed: 5\n")
+    result = zoo(f"experiment=../../../../../../..{outside.with_suffix('')}", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "experiment = " in result.stderr and "not a path; valid: bnn_fashion_mnist" in result.stderr
+    assert not (tmp_path / "outputs").exists()

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from zoo.__main__ import config_dir
-from zoo.app import build_optim, run
-from zoo.config import check_config, config_hash
+from zoo.app import run
+from zoo.config import config_hash, validate
 from zoo.errors import ConfigError
 from zoo.optim import DEFAULT_IMPLEMENTATION, IMPLEMENTATIONS, SingleOptim
 
@@ -34,7 +34,7 @@ def group_options():
 @pytest.mark.parametrize("override", list(group_options()))
 def test_every_group_option_composes_and_passes_the_checks(override):
     cfg = compose_config([override])
-    check_config(cfg)
+    validate(cfg)
 
 
 def test_local_parallel_launcher_composes():
@@ -148,7 +148,7 @@ BAD_VALUES = [
 def test_bad_values_name_the_key_and_what_is_valid(override, key):
     cfg = compose_config(override.split())
     with pytest.raises(ConfigError) as error:
-        check_config(cfg)
+        validate(cfg)
     message = str(error.value)
     assert message.startswith(key) and "valid" in message
     assert "\n" not in message
@@ -218,8 +218,225 @@ def test_unknown_model_setting_is_a_config_error(tmp_path):
 def test_the_default_optim_is_one_torch_adam_over_all_parameters():
     cfg = compose_config()
     assert cfg.optim.implementation == DEFAULT_IMPLEMENTATION
-    optim = build_optim(cfg)
+    optim = validate(cfg).optim.build()
     assert isinstance(optim, SingleOptim)
     assert optim.implementation == IMPLEMENTATIONS[DEFAULT_IMPLEMENTATION]
-    per_parameter = build_optim(compose_config(["optim.implementation=per_parameter"]))
+    per_parameter = validate(compose_config(["optim.implementation=per_parameter"])).optim.build()
     assert not isinstance(per_parameter, SingleOptim)
+
+
+# ---- the settings classes: every setting typed, described and range-checked ----------------
+
+from typing import Literal  # noqa: E402
+
+from annotated_types import Ge, Gt, Le, Lt  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from pydantic import ValidationError  # noqa: E402
+
+from zoo.config import CHOSEN_BY, RunSettings, compare_runs  # noqa: E402
+from zoo.schema import Settings  # noqa: E402
+from zoo.train import TrainSettings  # noqa: E402
+
+
+def settings_classes():
+    """Every settings class a config is checked against, nested ones included."""
+    found, todo = [], [RunSettings, TrainSettings]
+    for _, classes in CHOSEN_BY.values():
+        todo.extend(classes.values())
+    while todo:
+        cls = todo.pop()
+        if cls in found:
+            continue
+        found.append(cls)
+        for info in cls.model_fields.values():
+            for sub in (info.annotation, *getattr(info.annotation, "__args__", ())):
+                if isinstance(sub, type) and issubclass(sub, Settings):
+                    todo.append(sub)
+    return sorted(found, key=lambda c: c.__name__)
+
+
+def fields():
+    for cls in settings_classes():
+        for name, info in cls.model_fields.items():
+            yield pytest.param(cls, name, info, id=f"{cls.__name__}.{name}")
+
+
+def test_the_settings_classes_cover_every_component():
+    names = {cls.__name__ for cls in settings_classes()}
+    assert {"RunSettings", "TrainSettings", "VAESettings", "GMMSettings", "BNNSettings"} <= names
+    assert {"BNNEvaluation", "AdamArguments", "OldFaithfulSettings", "CyclicalSettings"} <= names
+
+
+@pytest.mark.parametrize("cls,name,info", list(fields()))
+def test_every_setting_says_what_is_valid(cls, name, info):
+    """A setting added without ``setting(..., valid)`` has no text for its error message."""
+    if getattr(info.annotation, "__origin__", None) is Literal and len(info.annotation.__args__) == 1:
+        return  # a tag (model.name = 'vae'): it picks the class, a wrong one never reaches it
+    assert info.description, f"{cls.__name__}.{name} has no description of its valid values"
+
+
+def bounds(info):
+    low = high = None
+    low_open = high_open = False
+    for m in info.metadata:
+        if isinstance(m, Ge):
+            low = m.ge
+        elif isinstance(m, Gt):
+            low, low_open = m.gt, True
+        elif isinstance(m, Le):
+            high = m.le
+        elif isinstance(m, Lt):
+            high, high_open = m.lt, True
+    return low, low_open, high, high_open
+
+
+def within(value, info):
+    low, low_open, high, high_open = bounds(info)
+    if low is not None and (value < low or (low_open and value == low)):
+        return False
+    return high is None or not (value > high or (high_open and value == high))
+
+
+def scalar_fields(kind):
+    for cls, name, info in (p.values for p in fields()):
+        if info.annotation is kind or info.annotation == (kind | None):
+            yield pytest.param(cls, name, info, id=f"{cls.__name__}.{name}")
+
+
+def accepts(cls, name, value):
+    """Whether ``cls`` takes ``value`` for ``name`` (its other settings at their defaults,
+    the required ones filled in from a valid example)."""
+    base = {k: v for k, v in EXAMPLES.get(cls.__name__, {}).items() if k != name}
+    try:
+        cls.model_validate({**base, name: value})
+    except ValidationError as e:
+        keys = {name, cls.model_fields[name].alias}
+        return not any(err["loc"][:1] and err["loc"][0] in keys for err in e.errors())
+    return True
+
+
+# valid values of the settings that have no default (and of those another one is checked against)
+EXAMPLES = {
+    "LinearSettings": {"warmup_epochs": 10.0},
+    "SigmoidSettings": {"warmup_epochs": 10.0},
+    "CyclicalSettings": {"total_epochs": 10.0},
+    "OldFaithfulSettings": {"folds": 272, "fold": 0},
+    "ToyRegressionSettings": {"x_min": -1e300, "x_max": 1e300},
+    "SyntheticGMMSettings": {"n": 2**62, "test_fraction": 0.5},
+    "GMMSettings": {"components": 1, "init_points": 2**62},
+    "BNNSettings": {"init_rho": [-5.0, -4.0]},
+}
+
+
+@pytest.mark.parametrize("cls,name,info", list(scalar_fields(int)))
+@settings(max_examples=40, deadline=None)
+@given(value=st.one_of(st.integers(-(2**70), 2**70), st.sampled_from([0, 1, 2**32, 2**63])))
+def test_integer_settings_take_exactly_the_integers_in_their_range(cls, name, info, value):
+    if cls.__name__ == "OldFaithfulSettings" and name == "fold":
+        return  # checked against folds: see test_cross_field_rules
+    assert accepts(cls, name, value) == within(value, info)
+
+
+@pytest.mark.parametrize("cls,name,info", list(scalar_fields(int)))
+@settings(max_examples=15, deadline=None)
+@given(value=st.one_of(st.floats(), st.booleans(), st.text(max_size=5)))
+def test_integer_settings_refuse_floats_bools_and_text(cls, name, info, value):
+    assert not accepts(cls, name, value)
+
+
+@pytest.mark.parametrize("cls,name,info", list(scalar_fields(float)))
+@settings(max_examples=40, deadline=None)
+@given(value=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10, 10)))
+def test_number_settings_take_exactly_the_finite_numbers_in_their_range(cls, name, info, value):
+    if cls.__name__ in ("ToyRegressionSettings",) and name in ("x_min", "x_max"):
+        return  # checked against each other
+    finite = value == value and abs(value) != float("inf")
+    assert accepts(cls, name, value) == (finite and within(value, info))
+
+
+@pytest.mark.parametrize("cls,name,info", list(scalar_fields(bool)))
+@settings(max_examples=15, deadline=None)
+@given(value=st.one_of(st.booleans(), st.integers(0, 1), st.sampled_from(["true", "yes", "maybe"])))
+def test_boolean_settings_take_only_true_and_false(cls, name, info, value):
+    assert accepts(cls, name, value) == isinstance(value, bool)
+
+
+def test_cross_field_rules():
+    from zoo.data.old_faithful import OldFaithfulSettings
+    from zoo.models.bnn import BNNSettings
+
+    assert OldFaithfulSettings(folds=5, fold=4).fold == 4
+    with pytest.raises(ValueError, match="0 to 4"):
+        OldFaithfulSettings(folds=5, fold=5)
+    with pytest.raises(ValueError, match="low <= high"):
+        BNNSettings(init_rho=[-4.0, -5.0])
+    with pytest.raises(ValueError, match="needs dropout > 0"):
+        BNNSettings(guide="mc_dropout")
+
+
+def test_errors_name_every_bad_key_in_one_paragraph():
+    cfg = compose_config(["trainer.epochs=0", "seed=-1", "+optim.optim_args.bets=[0.9,0.9]"])
+    with pytest.raises(ConfigError) as error:
+        validate(cfg)
+    message = str(error.value)
+    for key in ("trainer.epochs = 0", "seed = -1", "optim.optim_args.bets is not a setting"):
+        assert key in message
+    assert "did you mean optim.optim_args.betas?" in message and "\n" not in message
+
+
+def test_the_identity_leaves_out_exactly_what_cannot_change_the_trained_parameters():
+    base = config_hash(compose_config())
+    same = [
+        "model.evaluation.iw_samples=7",
+        "model.periodic_evaluation.iw_samples=3",
+        "trainer.eval_every=3",
+        "trainer.progress=false",
+        "threads=1",
+        "resume=true",
+        "device=cpu",
+    ]
+    for override in same:
+        assert config_hash(compose_config([override])) == base, override
+    for override in ["seed=1", "trainer.epochs=3", "optim.optim_args.lr=0.01", "model.latent_dim=3"]:
+        assert config_hash(compose_config([override])) != base, override
+    assert config_hash(compose_config(), "cpu") != config_hash(compose_config(), "cuda")
+
+
+def test_compare_runs_sorts_changes_into_allowed_and_blocking():
+    saved = OmegaConf.to_container(compose_config(["trainer.epochs=3"]), resolve=True)
+    new = compose_config(["trainer.epochs=5", "model.evaluation.iw_samples=9", "threads=1"])
+    comparison = compare_runs(saved, new)
+    assert comparison.blocking == {"trainer.epochs": (3, 5)}
+    assert comparison.allowed == {"model.evaluation.iw_samples": (5000, 9), "threads": (None, 1)}
+
+
+def test_a_resume_may_change_evaluation_settings_and_records_them(tmp_path):
+    run(tiny(compose_config()), tmp_path)
+    with open_dict(cfg := tiny(compose_config(["resume=true", "trainer.epochs=2"]))):
+        cfg.model.evaluation.iw_samples = 7
+    summary = run(cfg, tmp_path)
+    assert summary["resumed_with_changes"] == {"model.evaluation.iw_samples": [20, 7]}
+    assert summary["metrics"]["test/iw_samples"] == 7
+
+
+def test_a_resume_that_would_change_the_training_is_refused_naming_old_and_new(tmp_path):
+    run(tiny(compose_config()), tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    with pytest.raises(ConfigError) as error:
+        run(tiny(compose_config(["resume=true", "seed=3", "model.latent_dim=4"])), tmp_path)
+    message = str(error.value)
+    assert "seed: 0 -> 3" in message and "model.latent_dim: 8 -> 4" in message
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+
+
+def test_data_checks_come_before_the_model_is_built(tmp_path, monkeypatch):
+    from zoo.models import GMM
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the model was built")
+
+    monkeypatch.setattr(GMM, "build", classmethod(no_build))
+    cfg = compose_config(["model=gmm", "trainer.batch_size=5000", "trainer.progress=false"])
+    with pytest.raises(ConfigError, match="exceeds the 218 training rows"):
+        run(cfg, tmp_path)

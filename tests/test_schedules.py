@@ -67,7 +67,7 @@ def test_make_schedule_none_is_one_and_blundell_uses_the_step():
 def test_make_schedule_refuses_unknown_names_and_settings():
     with pytest.raises(ValueError, match="valid: .*linear"):
         make_schedule("linearr")
-    with pytest.raises(TypeError, match="warmup"):
+    with pytest.raises(ValueError, match="warmup"):
         make_schedule("linear", warmup=3)
     with pytest.raises(ValueError, match="per"):
         make_schedule("linear", per="batch", warmup_epochs=1)

@@ -141,7 +141,7 @@ def test_resume_equals_uninterrupted_with_minibatches_drawn_with_replacement(dig
 
 
 def test_unknown_sampling_is_refused(digits):
-    with pytest.raises(ValueError, match="trainer.sampling"):
+    with pytest.raises(ValueError, match="sampling"):
         make_trainer(digits, None, settings=TrainSettings(sampling="shuffle"))
 
 

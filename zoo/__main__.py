@@ -61,15 +61,33 @@ def main(cfg: DictConfig) -> None:
     print(format_summary(summary))
 
 
+def _refuse_bad_overrides(overrides: list[str]) -> None:
+    """Group options that are paths, and a sweep with bad jobs, stop before Hydra starts."""
+    from zoo.overrides import group_option_problems, sweep_problems
+
+    problems = group_option_problems(overrides, config_dir())
+    if not problems and ("-m" in sys.argv[1:] or "--multirun" in sys.argv[1:]):
+        problems = sweep_problems(overrides, config_dir())
+    if problems:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            from zoo.errors import ConfigError
+
+            raise ConfigError(" ".join(problems))
+        print(f"zoo: error: {' '.join(problems)}", file=sys.stderr)
+        sys.exit(2)  # ConfigError's status
+
+
 def cli() -> None:
-    """``main`` plus, when Hydra refuses a key that is not in the config, the valid keys."""
+    """``main`` after the checks of :mod:`zoo.overrides`, plus, when Hydra refuses a key that
+    is not in the config, the valid keys."""
+    overrides = [a for a in sys.argv[1:] if "=" in a and not a.startswith("-")]
+    _refuse_bad_overrides(overrides)
     try:
         main()
     except SystemExit as e:
         if e.code == 1:  # Hydra's status for a config it could not compose
             from zoo.hints import unknown_key_hints
 
-            overrides = [a for a in sys.argv[1:] if "=" in a and not a.startswith("-")]
             for hint in unknown_key_hints(overrides, config_dir()):
                 print(f"zoo: {hint}", file=sys.stderr)
         raise

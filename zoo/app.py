@@ -6,30 +6,26 @@ The Hydra entry point (:mod:`zoo.__main__`) only composes the config and calls
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import json
 import logging
 import math
 import os
 import platform
-import re
 import sys
 import time
 from pathlib import Path
 
-import hydra
 import pyro
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from zoo.config import check_config, config_hash
+from zoo.config import RunSpec, check_against_data, check_resume, validate
 from zoo.data import load_dataset
 from zoo.errors import ConfigError, OutputError, TrainingDiverged
 from zoo.files import write_text_atomic
 from zoo.models import MODELS
-from zoo.schedules import make_schedule
-from zoo.train import Trainer, TrainSettings
+from zoo.schedules import schedule_from
+from zoo.train import Trainer
 
 SUMMARY_NAME = "summary.json"
 
@@ -46,41 +42,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_model(cfg: DictConfig, data):
-    """The model named by ``cfg.model.name`` with the other keys of ``cfg.model`` as settings."""
-    settings = OmegaConf.to_container(cfg.model, resolve=True)
-    name = settings.pop("name")
-    settings.pop("evaluation", None)
-    settings.pop("periodic_evaluation", None)
-    if name not in MODELS:
-        raise ConfigError(
-            f"model.name = {name!r} is not a zoo model; valid: {', '.join(sorted(MODELS))}."
-        )
+def build_model(spec: RunSpec, data):
+    """The model of ``spec.model`` for ``data``, built with its validated settings."""
     try:
-        return MODELS[name].build(data, **settings)
-    except TypeError as e:
-        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(e))
-        if unknown is None:
-            raise ConfigError(f"the model settings are not valid for model={name}: {e}.") from e
-        accepted = inspect.signature(MODELS[name]).parameters
-        valid = [k for k in accepted if k != "num_features"] + [
-            "evaluation",
-            "periodic_evaluation",
-        ]
-        raise ConfigError(
-            f"model.{unknown[1]} is not a setting of model={name}; valid: {', '.join(valid)}."
-        ) from e
-    except ValueError as e:
-        raise ConfigError(f"the model settings are not valid for model={name}: {e}.") from e
-
-
-def build_optim(cfg: DictConfig) -> pyro.optim.PyroOptim:
-    try:
-        return hydra.utils.instantiate(cfg.optim)
-    except Exception as e:  # hydra wraps the optimizer's own complaint
-        raise ConfigError(
-            f"optim could not be built from {OmegaConf.to_container(cfg.optim)}: {e}"
-        ) from e
+        return MODELS[spec.model.name].build(data, **spec.model.build_options())
+    except ValueError as e:  # what only the data can tell (e.g. every restart diverged)
+        raise ConfigError(f"model={spec.model.name} cannot be fitted to data={data.name}: {e}.") from e
 
 
 def versions() -> dict[str, str]:
@@ -125,7 +92,7 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike) -> dict:
     :returns: the summary: final test metrics, figures, seed, versions, timings.
     """
     start = time.perf_counter()
-    check_config(cfg)
+    spec = validate(cfg)
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -134,44 +101,39 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike) -> dict:
             f"the output folder {out_dir} cannot be created: {e.strerror or e}. "
             "Choose a writable folder (hydra.run.dir=...)."
         ) from e
-    device = resolve_device(cfg.device)
-    if cfg.get("threads") is not None:
-        torch.set_num_threads(cfg.threads)
-    pyro.set_rng_seed(cfg.seed)
+    return _run_in_owned_folder(cfg, spec, out_dir, start)
 
-    data_settings = OmegaConf.to_container(cfg.data, resolve=True)
-    data = load_dataset(data_settings.pop("name"), **data_settings).to(device)
+
+def _run_in_owned_folder(cfg: DictConfig, spec: RunSpec, out_dir: Path, start: float) -> dict:
+    device = resolve_device(spec.run.device)
+    # before any data is read: a resume whose settings would change the trained parameters
+    changes = check_resume(cfg, out_dir).allowed if spec.run.resume else {}
+    if spec.run.threads is not None:
+        torch.set_num_threads(spec.run.threads)
+    pyro.set_rng_seed(spec.run.seed)
+
+    data = load_dataset(spec.data.name, **spec.data.model_dump(exclude={"name"})).to(device)
+    check_against_data(spec, data)
     build_start = time.perf_counter()
     # the GMM's k-means++ restarts train here: under the trainer's validation setting too
-    with pyro.validation_enabled(bool(cfg.trainer.get("validate", False))):
-        model = build_model(cfg, data).to(device)
+    with pyro.validation_enabled(spec.trainer.validation):
+        model = build_model(spec, data).to(device)
     build_s = time.perf_counter() - build_start
-    evaluation = OmegaConf.to_container(cfg.model.get("evaluation", {}), resolve=True)
-    periodic = {
-        **evaluation,
-        **OmegaConf.to_container(cfg.model.get("periodic_evaluation", {}), resolve=True),
-    }
-    anneal = OmegaConf.to_container(cfg.anneal, resolve=True)
-    trainer_settings = OmegaConf.to_container(cfg.trainer, resolve=True)
-    valid = [f.name for f in dataclasses.fields(TrainSettings)]
-    for key in trainer_settings:
-        if key not in valid:
-            raise ConfigError(f"trainer.{key} is not a trainer setting; valid: {', '.join(valid)}.")
-    try:
-        settings = TrainSettings(**trainer_settings)
-        trainer = Trainer(
-            model,
-            data,
-            build_optim(cfg),
-            settings,
-            schedule=make_schedule(anneal.pop("name"), **anneal),
-            evaluate=lambda: model.evaluate(data, **periodic),
-            out_dir=out_dir,
-            identity={"model": cfg.model.name, "config": config_hash(cfg)},
-        )
-    except (TypeError, ValueError) as e:
-        raise ConfigError(str(e)) from e
-    if cfg.resume:
+    evaluation = spec.model.evaluation.model_dump()
+    periodic = spec.periodic_evaluation.model_dump()
+    identity_hash = spec.identity_hash(device.type)
+    settings = spec.trainer
+    trainer = Trainer(
+        model,
+        data,
+        spec.optim.build(),
+        settings,
+        schedule=schedule_from(spec.anneal),
+        evaluate=lambda: model.evaluate(data, **periodic),
+        out_dir=out_dir,
+        identity={"model": spec.model.name, "config": identity_hash},
+    )
+    if spec.run.resume:
         trainer.resume()
         print(f"resumed from {trainer.resumed_from} after epoch {trainer.epoch}", file=sys.stderr)
     write_text_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True), "config")
@@ -193,10 +155,10 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike) -> dict:
         )
     figures = model.figures(data, history, out_dir / "figures")
     summary = {
-        "model": cfg.model.name,
-        "data": cfg.data.name,
-        "seed": cfg.seed,
-        "config_hash": config_hash(cfg),
+        "model": spec.model.name,
+        "data": spec.data.name,
+        "seed": spec.run.seed,
+        "config_hash": identity_hash,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "epochs": trainer.epoch,
         "metrics": metrics,
@@ -215,6 +177,8 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike) -> dict:
         "figures": figures,
         "out_dir": str(out_dir),
     }
+    if changes:  # settings a resume changed that cannot change the trained parameters
+        summary["resumed_with_changes"] = {k: list(v) for k, v in changes.items()}
     write_text_atomic(out_dir / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n", "summary")
     return summary
 

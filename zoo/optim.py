@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable
+from typing import Annotated, Any, Literal
 
 import pyro
 import torch
+from pydantic import Field
 from pyro.optim import PyroOptim
+
+from zoo.schema import Settings, setting
 
 # torch optimizer settings that choose an implementation, not a training hyperparameter:
 # they come from this optimizer's construction, never from a checkpoint
@@ -195,3 +199,90 @@ def Adam(
             f"got {implementation!r}"
         )
     return SingleOptim(torch.optim.Adam, optim_args, clip_args, **IMPLEMENTATIONS[implementation])
+
+
+# The ``optim`` config group: one settings class per optimizer that a config may name in
+# ``_target_``. The zoo builds the optimizer from validated settings itself, so a config can
+# build these classes and nothing else (an allow-list, not hydra.utils.instantiate).
+
+POSITIVE = "a finite number > 0"
+Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class AdamArguments(Settings):
+    """``torch.optim.Adam``'s training settings."""
+
+    lr: float = setting(1e-3, POSITIVE, gt=0.0)
+    betas: list[Beta] = setting(
+        [0.9, 0.999], "two numbers in [0, 1), e.g. [0.9, 0.999]", min_length=2, max_length=2
+    )
+    eps: float = setting(1e-8, POSITIVE, gt=0.0)
+    weight_decay: float = setting(0.0, "a finite number >= 0", ge=0.0)
+    amsgrad: bool = setting(False, "true or false")
+
+
+class ClipArguments(Settings):
+    """Per-parameter gradient clipping, as in ``pyro.optim.PyroOptim``'s ``clip_args``."""
+
+    clip_norm: float | None = setting(None, f"{POSITIVE}, or null", gt=0.0)
+    clip_value: float | None = setting(None, f"{POSITIVE}, or null", gt=0.0)
+
+
+class OptimSettings(Settings):
+    target: str = setting(..., "zoo.optim.Adam or pyro.optim.ClippedAdam", alias="_target_")
+    # pyro.optim wants plain dicts; the key stays valid so configs read like Hydra's
+    convert: Literal["all"] = setting("all", "all", alias="_convert_")
+
+    def build(self) -> PyroOptim:
+        raise NotImplementedError
+
+
+class AdamSettings(OptimSettings):
+    target: Literal["zoo.optim.Adam"] = setting("zoo.optim.Adam", "zoo.optim.Adam", alias="_target_")
+    optim_args: AdamArguments = setting(AdamArguments(), "Adam's settings")
+    clip_args: ClipArguments | None = setting(None, "clip_norm and/or clip_value, or null")
+    implementation: Literal["fused", "foreach", "single_tensor", "per_parameter"] = setting(
+        DEFAULT_IMPLEMENTATION,
+        "fused, foreach or single_tensor (one torch.optim.Adam over all parameters) or "
+        "per_parameter (pyro.optim.Adam)",
+    )
+
+    def build(self) -> PyroOptim:
+        return Adam(self.optim_args.model_dump(), _clip(self.clip_args), self.implementation)
+
+
+class ClippedAdamArguments(Settings):
+    """``pyro.optim.ClippedAdam``'s settings."""
+
+    lr: float = setting(1e-3, POSITIVE, gt=0.0)
+    betas: list[Beta] = setting(
+        [0.9, 0.999], "two numbers in [0, 1), e.g. [0.9, 0.999]", min_length=2, max_length=2
+    )
+    eps: float = setting(1e-8, POSITIVE, gt=0.0)
+    weight_decay: float = setting(0.0, "a finite number >= 0", ge=0.0)
+    clip_norm: float = setting(10.0, POSITIVE, gt=0.0)
+    lrd: float = setting(1.0, "a number in (0, 1] (learning-rate decay per step)", gt=0.0, le=1.0)
+
+
+class ClippedAdamSettings(OptimSettings):
+    target: Literal["pyro.optim.ClippedAdam"] = setting(
+        "pyro.optim.ClippedAdam", "pyro.optim.ClippedAdam", alias="_target_"
+    )
+    optim_args: ClippedAdamArguments = setting(ClippedAdamArguments(), "ClippedAdam's settings")
+    clip_args: ClipArguments | None = setting(None, "clip_norm and/or clip_value, or null")
+
+    def build(self) -> PyroOptim:
+        return pyro.optim.ClippedAdam(self.optim_args.model_dump(), _clip(self.clip_args))
+
+
+def _clip(clip_args: ClipArguments | None) -> dict[str, Any] | None:
+    if clip_args is None:
+        return None
+    chosen = {k: v for k, v in clip_args.model_dump().items() if v is not None}
+    return chosen or None
+
+
+OPTIMIZERS: dict[str, type[OptimSettings]] = {
+    "zoo.optim.Adam": AdamSettings,
+    "pyro.optim.ClippedAdam": ClippedAdamSettings,
+}

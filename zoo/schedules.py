@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Literal
+
+from zoo.schema import Settings, setting
 
 Schedule = Callable[[int, int, int], float]
 
@@ -77,6 +80,72 @@ def blundell(step: int, steps_per_epoch: int) -> float:
     return math.exp(log_weight)
 
 
+# The settings of each schedule (the ``anneal`` config group), keyed by name.
+
+
+class ScheduleSettings(Settings):
+    name: str = setting(..., "none, constant, linear, sigmoid, cyclical or blundell")
+    per: Literal["step", "epoch"] = setting(
+        "step", "step (beta moves every iteration) or epoch (held within an epoch)"
+    )
+
+
+BETA_MIN = setting(0.0, "a number in [0, 1]", ge=0.0, le=1.0)
+WARMUP = setting(..., "a number of epochs >= 0", ge=0.0)
+
+
+class NoneSettings(ScheduleSettings):
+    name: Literal["none"] = "none"
+
+
+class ConstantSettings(ScheduleSettings):
+    name: Literal["constant"] = "constant"
+    value: float = setting(1.0, "a finite number >= 0", ge=0.0)
+
+
+class LinearSettings(ScheduleSettings):
+    name: Literal["linear"] = "linear"
+    warmup_epochs: float = WARMUP
+    beta_min: float = BETA_MIN
+
+
+class SigmoidSettings(LinearSettings):
+    name: Literal["sigmoid"] = "sigmoid"
+    steepness: float = setting(10.0, "a finite number > 0", gt=0.0)
+
+
+class CyclicalSettings(ScheduleSettings):
+    name: Literal["cyclical"] = "cyclical"
+    total_epochs: float = setting(..., "a number of epochs > 0", gt=0.0)
+    cycles: int = setting(4, "an integer >= 1", ge=1)
+    ramp: float = setting(0.5, "a number in (0, 1]", gt=0.0, le=1.0)
+    beta_min: float = BETA_MIN
+
+
+class BlundellSettings(ScheduleSettings):
+    name: Literal["blundell"] = "blundell"
+
+
+SCHEDULES: dict[str, type[ScheduleSettings]] = {
+    cls.model_fields["name"].default: cls
+    for cls in (
+        NoneSettings,
+        ConstantSettings,
+        LinearSettings,
+        SigmoidSettings,
+        CyclicalSettings,
+        BlundellSettings,
+    )
+}
+FUNCTIONS = {
+    "none": constant,
+    "constant": constant,
+    "linear": linear,
+    "sigmoid": sigmoid,
+    "cyclical": cyclical,
+}
+
+
 def make_schedule(name: str, *, per: str = "step", **settings: float) -> Schedule:
     """Builds ``beta(epoch, step, steps_per_epoch)`` from a schedule's name and settings.
 
@@ -84,28 +153,24 @@ def make_schedule(name: str, *, per: str = "step", **settings: float) -> Schedul
         ``blundell``.
     :param str per: ``step`` to move beta every iteration, ``epoch`` to hold it fixed within
         an epoch.
-    :param settings: the keyword arguments of the schedule function.
+    :param settings: the keyword arguments of the schedule function, checked by its
+        settings class in :data:`SCHEDULES` (a ``ValueError`` names what is wrong).
     """
-    if per not in ("step", "epoch"):
-        raise ValueError(f"anneal.per must be 'step' or 'epoch', got {per!r}")
-    if name == "blundell":
+    if name not in SCHEDULES:
+        raise ValueError(f"anneal.name {name!r} is not a schedule; valid: {', '.join(SCHEDULES)}")
+    return schedule_from(SCHEDULES[name](name=name, per=per, **settings))
+
+
+def schedule_from(settings: ScheduleSettings) -> Schedule:
+    """The trainer's ``beta(epoch, step, steps_per_epoch)`` for validated settings."""
+    if settings.name == "blundell":
         return lambda epoch, step, steps_per_epoch: blundell(step, steps_per_epoch)
-    functions = {
-        "none": constant,
-        "constant": constant,
-        "linear": linear,
-        "sigmoid": sigmoid,
-        "cyclical": cyclical,
-    }
-    if name not in functions:
-        raise ValueError(
-            f"anneal.name {name!r} is not a schedule; valid: {', '.join(sorted(functions) + ['blundell'])}"
-        )
-    function = functions[name]
-    function(0.0, **settings)  # fail now, not mid-run, on a wrong setting name
+    function = FUNCTIONS[settings.name]
+    arguments = settings.model_dump(exclude={"name", "per"})
+    per_step = settings.per == "step"
 
     def beta(epoch: int, step: int, steps_per_epoch: int) -> float:
-        t = epoch + step / steps_per_epoch if per == "step" else float(epoch)
-        return function(t, **settings)
+        t = epoch + step / steps_per_epoch if per_step else float(epoch)
+        return function(t, **arguments)
 
     return beta

@@ -22,8 +22,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import pyro
 import torch
@@ -44,6 +44,7 @@ from zoo.files import strict_json, write_text_atomic
 from zoo.handlers import KLAnnealingMessenger
 from zoo.progress import progress_bar
 from zoo.schedules import Schedule
+from zoo.schema import Settings, setting
 
 ELBOS = {
     "trace": Trace_ELBO,
@@ -51,7 +52,6 @@ ELBOS = {
     "jit": JitTrace_ELBO,
     "traceenum": TraceEnum_ELBO,  # sums out sites marked for enumeration
 }
-SAMPLING = ("permutation", "replacement")
 CHECKPOINT_NAME = "checkpoint.pt"
 # what a trainer's checkpoint holds besides its format and digest (see Trainer.state)
 CHECKPOINT_KEYS = ("identity", "epoch", "history", "module", "optim", "rng")
@@ -59,22 +59,35 @@ METRICS_NAME = "metrics.jsonl"
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class TrainSettings:
+class TrainSettings(Settings):
     """How to train; the values of the ``trainer`` config group."""
 
-    epochs: int = 10
-    batch_size: int = 128
-    elbo: str = "trace"  # trace | meanfield | jit | traceenum
-    num_particles: int = 1
+    epochs: int = setting(10, "an integer >= 1", ge=1)
+    batch_size: int = setting(
+        128, "an integer >= 1, at most the number of training rows", ge=1
+    )
+    elbo: Literal["trace", "meanfield", "jit", "traceenum"] = setting(
+        "trace",
+        "trace (Trace_ELBO), meanfield (TraceMeanField_ELBO), jit (JitTrace_ELBO) or "
+        "traceenum (TraceEnum_ELBO)",
+    )
+    num_particles: int = setting(1, "an integer >= 1", ge=1)
     # permutation: an epoch visits every row once (one O(N) permutation per epoch);
     # replacement: each minibatch is drawn independently, O(batch) time and memory per step
-    sampling: str = "permutation"
-    eval_every: int = 1  # epochs between test evaluations (the last epoch is always evaluated)
-    eval_seed: int = 0  # evaluations draw from their own RNG stream, seeded here
-    validate: bool = False  # Pyro's argument and support checks: on in tests, costly in training
-    progress: bool = True
-    skip_nonfinite: int = 0  # NaN/inf steps to skip in the run (each logged) before stopping
+    sampling: Literal["permutation", "replacement"] = setting(
+        "permutation",
+        "permutation (each row once an epoch) or replacement (independent minibatches)",
+    )
+    # evaluations run on their own RNG stream, so these change no trained parameter
+    eval_every: int = setting(1, "an integer >= 1 (epochs)", trains=False, ge=1)
+    eval_seed: int = setting(0, "an integer from 0 to 2**32 - 1", trains=False, ge=0, le=2**32 - 1)
+    # Pyro's argument and support checks: on in tests, costly in training. The config key is
+    # `validate`, which names a method of pydantic's models, so the field has another name.
+    validation: bool = setting(False, "true or false", trains=False, alias="validate")
+    progress: bool = setting(True, "true or false", trains=False)
+    skip_nonfinite: int = setting(
+        0, "an integer >= 0 (NaN/inf steps to skip in the run; 0: stop at the first)", ge=0
+    )
 
 
 def make_elbo(
@@ -179,7 +192,7 @@ class Trainer:
         model,
         data,
         optim: PyroOptim,
-        settings: TrainSettings = TrainSettings(),
+        settings: TrainSettings | None = None,
         *,
         schedule: Schedule | None = None,
         evaluate: Callable[[], dict] | None = None,
@@ -189,7 +202,7 @@ class Trainer:
         self.model = model
         self.data = data
         self.optim = optim
-        self.settings = settings
+        self.settings = settings = settings or TrainSettings()
         self.schedule = schedule or (lambda epoch, step, steps: 1.0)
         self.evaluate = evaluate
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -197,10 +210,6 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         self.identity = identity or {}
         self.annealer = KLAnnealingMessenger(1.0)
-        if settings.sampling not in SAMPLING:
-            raise ValueError(
-                f"trainer.sampling must be one of {SAMPLING}, got {settings.sampling!r}"
-            )
         elbo = make_elbo(
             settings.elbo, settings.num_particles, getattr(model, "max_plate_nesting", None)
         )
@@ -227,7 +236,7 @@ class Trainer:
 
     def fit(self) -> list[dict]:
         """Trains until ``settings.epochs`` epochs are complete; returns the per-epoch history."""
-        with pyro.validation_enabled(self.settings.validate), self._stop_on_signals():
+        with pyro.validation_enabled(self.settings.validation), self._stop_on_signals():
             if self.epoch < self.settings.epochs:
                 self._compile_once()
             while self.epoch < self.settings.epochs:
@@ -436,7 +445,7 @@ class Trainer:
             "module": self.model.state_dict(),
             "optim": optim_state,
             "rng": _rng_state(),
-            "settings": asdict(self.settings),
+            "settings": self.settings.model_dump(),
         }
 
     def _save(self) -> None:

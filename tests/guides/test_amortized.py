@@ -71,3 +71,16 @@ def test_missing_or_observed_site_is_refused_with_the_site_names():
         AmortizedNormal(factor_model, LinearEncoder(), site="w")(torch.randn(2, 3))
     with pytest.raises(ValueError, match="'x' is observed"):
         AmortizedNormal(factor_model, LinearEncoder(), site="x")(torch.randn(2, 3))
+
+
+def test_mean_posterior_and_sample_latent_describe_the_batch():
+    x = torch.randn(6, 3)
+    guide = AmortizedNormal(
+        factor_model, LinearEncoder(), create_plates=lambda x: pyro.plate("data", len(x))
+    )
+    median = guide.median(x)["z"]
+    assert torch.equal(guide.mean(x)["z"], median)
+    assert torch.equal(guide.quantiles([0.5], x)["z"][0], median)
+    q = guide.get_posterior(x)["z"]
+    assert torch.equal(q.mean, median)
+    assert guide.sample_latent(x)["z"].shape == (6, 1)

@@ -119,3 +119,46 @@ def test_refuses_a_constrained_site():
 def test_refuses_a_bad_init_rho():
     with pytest.raises(ValueError, match="init_rho"):
         BayesByBackprop(linear_net(), init_rho=(-4.0, -5.0))
+
+
+# ---- the AutoGuide surface ----------------------------------------------------------------
+
+
+def net_model(net):
+    def model(x, y=None):
+        loc = net(x).sum(-1)
+        with pyro.plate("data", len(x)):
+            pyro.sample("y", dist.Normal(loc, 1.0), obs=y)
+
+    return model
+
+
+def test_summaries_take_the_models_arguments_before_the_first_call():
+    """median(*args) ignored its arguments and failed on a guide never called."""
+    x, y = torch.randn(5, 4), torch.randn(5)
+    guide = BayesByBackprop(net_model(linear_net()))
+    median = guide.median(x, y)
+    assert median["weight"].shape == (3, 4)
+    assert torch.equal(guide.quantiles([0.5], x, y)["weight"][0], median["weight"])
+    assert torch.equal(guide.mean(x, y)["bias"], median["bias"])
+    posterior = guide.get_posterior(x, y)
+    assert set(posterior) == {"weight", "bias"}
+    assert posterior["weight"].base_dist.scale.shape == (3, 4)
+    assert guide.sample_latent(x, y)["weight"].shape == (3, 4)
+
+
+def test_unknown_sites_and_missing_arguments_are_named():
+    guide = BayesByBackprop(net_model(linear_net()))
+    with pytest.raises(ValueError, match="not set up yet.*'weight'"):
+        guide.distribution("weight")
+    with pytest.raises(ValueError, match="not set up yet and the model needs arguments"):
+        guide.median()
+    guide(torch.randn(5, 4), torch.randn(5))
+    with pytest.raises(ValueError, match="no latent site 'unknown'; its sites: weight, bias"):
+        guide.distribution("unknown")
+
+
+def test_init_scale_sets_every_sigma_as_in_autonormal():
+    guide = BayesByBackprop(net_model(linear_net()), init_scale=0.05)
+    sigma = guide.get_posterior(torch.randn(5, 4), torch.randn(5))["weight"].base_dist.scale
+    assert torch.allclose(sigma, torch.full((3, 4), 0.05))

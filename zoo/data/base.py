@@ -16,9 +16,11 @@ from importlib import resources
 from pathlib import Path
 
 import torch
+from pydantic import field_validator
 
 from zoo.data.reading import SHIPPED_REMEDY, DataFile
 from zoo.errors import DataError
+from zoo.schema import Settings, setting
 
 
 @dataclass(frozen=True)
@@ -95,11 +97,45 @@ class Dataset:
         return x * self.std + self.mean
 
 
+class DataSettings(Settings):
+    """The settings of a data set in the ``data`` config group: its name and the keyword
+    options of its loader. Each loader declares a subclass beside it."""
+
+    name: str = setting(..., "the name of a registered data set")
+
+
+class FileDataSettings(DataSettings):
+    """Settings of a data set read from files, which may be looked up in ``root``."""
+
+    # where the files are does not change the numbers (a checksum or a parser checks them)
+    root: str | None = setting(
+        None,
+        "an existing folder that holds the data files, or null to look in the usual places",
+        trains=False,
+    )
+
+    @field_validator("root")
+    @classmethod
+    def _existing_folder(cls, root: str | None) -> str | None:
+        if root is not None and not Path(root).expanduser().is_dir():
+            raise ValueError(
+                "it must be an existing folder that holds the data files, or null to look in "
+                "the cache and system folders"
+            )
+        return root
+
+
 DATASETS: dict[str, Callable[..., Dataset]] = {}
+#: each data set's settings class, by name (a loader registered without one has none)
+DATASET_SETTINGS: dict[str, type[DataSettings]] = {}
 
 
-def register_dataset(name: str) -> Callable[[Callable[..., Dataset]], Callable[..., Dataset]]:
-    """Decorator that adds a loader to :data:`DATASETS` under ``name``.
+def register_dataset(
+    name: str, settings: type[DataSettings] | None = None
+) -> Callable[[Callable[..., Dataset]], Callable[..., Dataset]]:
+    """Decorator that adds a loader to :data:`DATASETS` under ``name``, and its settings
+    class, if given, to :data:`DATASET_SETTINGS` (the config is checked against it before
+    anything is loaded).
 
     The loader takes keyword options (``root`` among them if it reads files) and returns a
     :class:`Dataset`.
@@ -121,6 +157,8 @@ def register_dataset(name: str) -> Callable[[Callable[..., Dataset]], Callable[.
                 f"{previous.__module__}.{previous.__qualname__}"
             )
         DATASETS[name] = loader
+        if settings is not None:
+            DATASET_SETTINGS[name] = settings
         return loader
 
     return decorator

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Literal
 
 import torch
 
-from zoo.data.base import Dataset, register_dataset, shipped_file
+from zoo.data.base import Dataset, FileDataSettings, register_dataset, shipped_file
 from zoo.data.reading import DataFile
 
 FILE_NAME = "digits.csv.gz"
@@ -46,7 +47,11 @@ def _parse(file: DataFile) -> tuple[torch.Tensor, torch.Tensor]:
     return (table[:, :-1] / MAX_COUNT).float(), table[:, -1].long()
 
 
-@register_dataset("digits")
+class DigitsSettings(FileDataSettings):
+    name: Literal["digits"] = "digits"
+
+
+@register_dataset("digits", DigitsSettings)
 def load_digits(*, root: str | os.PathLike[str] | None = None) -> Dataset:
     """Load the 8x8 digits: 1437 train and 360 test images, pixels in ``[0, 1]``.
 

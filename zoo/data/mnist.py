@@ -20,13 +20,15 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
-from zoo.data.base import DataError, Dataset, register_dataset
+from zoo.data.base import DataError, Dataset, FileDataSettings, register_dataset
 from zoo.data.download import download_from_mirrors
 from zoo.data.idx import parse_idx
 from zoo.data.reading import DataFile
+from zoo.schema import setting
 
 # Part of the Dataset -> standard IDX file name (without .gz).
 FILES = {
@@ -228,7 +230,12 @@ def load_idx_dataset(
     )
 
 
-@register_dataset("mnist")
+class MNISTSettings(FileDataSettings):
+    name: Literal["mnist"] = "mnist"
+    download: bool = setting(True, "true or false (fetch missing files into the cache)", trains=False)
+
+
+@register_dataset("mnist", MNISTSettings)
 def load_mnist(
     *,
     root: str | os.PathLike[str] | None = None,
@@ -264,7 +271,12 @@ def load_mnist(
     )
 
 
-@register_dataset("fashion_mnist")
+class FashionMNISTSettings(FileDataSettings):
+    name: Literal["fashion_mnist"] = "fashion_mnist"
+    download: bool = setting(True, "true or false (fetch missing files into the cache)", trains=False)
+
+
+@register_dataset("fashion_mnist", FashionMNISTSettings)
 def load_fashion_mnist(
     *,
     root: str | os.PathLike[str] | None = None,

@@ -10,11 +10,14 @@ minutes.
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 import torch
+from pydantic import model_validator
 
-from zoo.data.base import DataError, Dataset, register_dataset, shipped_file
+from zoo.data.base import DataError, Dataset, FileDataSettings, register_dataset, shipped_file
 from zoo.data.reading import DataFile
+from zoo.schema import SettingError, setting
 
 FILE_NAME = "old_faithful.csv"
 FEATURES = ("eruptions", "waiting")
@@ -58,7 +61,22 @@ def _test_rows(test_fraction: float, folds: int | None, fold: int) -> slice:
     return slice(fold * NUM_ROWS // folds, (fold + 1) * NUM_ROWS // folds)
 
 
-@register_dataset("old_faithful")
+class OldFaithfulSettings(FileDataSettings):
+    name: Literal["old_faithful"] = "old_faithful"
+    test_fraction: float = setting(0.2, "a number in (0, 1)", gt=0.0, lt=1.0)
+    folds: int | None = setting(
+        None, f"an integer from 2 to {NUM_ROWS}, or null for one split", ge=2, le=NUM_ROWS
+    )
+    fold: int = setting(0, "an integer from 0 to folds - 1", ge=0)
+
+    @model_validator(mode="after")
+    def _fold_in_range(self) -> OldFaithfulSettings:
+        if self.folds is not None and self.fold >= self.folds:
+            raise SettingError("fold", self.fold, f"it must be 0 to {self.folds - 1} with folds = {self.folds}")
+        return self
+
+
+@register_dataset("old_faithful", OldFaithfulSettings)
 def load_old_faithful(
     *,
     root: str | os.PathLike[str] | None = None,

@@ -12,10 +12,13 @@ second and 240 MB (x, and the int64 labels).
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
+from pydantic import model_validator
 
-from zoo.data.base import DataError, Dataset, register_dataset
+from zoo.data.base import DataError, Dataset, DataSettings, register_dataset
+from zoo.schema import SettingError, setting
 
 MAX_TRIES = 10_000
 
@@ -43,7 +46,24 @@ def mixture_parameters(
     )
 
 
-@register_dataset("synthetic_gmm")
+class SyntheticGMMSettings(DataSettings):
+    name: Literal["synthetic_gmm"] = "synthetic_gmm"
+    n: int = setting(10_000, "an integer >= 2 (rows in all, train and test)", ge=2)
+    components: int = setting(3, "an integer >= 1", ge=1)
+    dims: int = setting(2, "an integer >= 1", ge=1)
+    separation: float = setting(4.0, "a finite number > 0", gt=0.0)
+    seed: int = setting(0, "an integer from 0 to 2**63 - 1", ge=0, le=2**63 - 1)
+    test_fraction: float = setting(0.2, "a number in (0, 1)", gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _both_parts_nonempty(self) -> SyntheticGMMSettings:
+        test = max(1, round(self.test_fraction * self.n))
+        if test >= self.n:
+            raise SettingError("test_fraction", self.test_fraction, f"it leaves no training rows of n = {self.n}")
+        return self
+
+
+@register_dataset("synthetic_gmm", SyntheticGMMSettings)
 def load_synthetic_gmm(
     *,
     n: int = 10_000,

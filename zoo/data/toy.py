@@ -11,10 +11,13 @@ uncertainty grows away from the data is what the model's figure shows.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
+from pydantic import model_validator
 
-from zoo.data.base import DataError, Dataset, register_dataset
+from zoo.data.base import DataError, Dataset, DataSettings, register_dataset
+from zoo.schema import SettingError, setting
 
 
 def blundell_curve(x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
@@ -27,7 +30,23 @@ def blundell_curve(x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     )
 
 
-@register_dataset("toy_regression")
+class ToyRegressionSettings(DataSettings):
+    name: Literal["toy_regression"] = "toy_regression"
+    n_train: int = setting(256, "an integer >= 1", ge=1)
+    n_test: int = setting(256, "an integer >= 1", ge=1)
+    noise: float = setting(0.02, "a finite number >= 0", ge=0.0)
+    x_min: float = setting(0.0, "a finite number below x_max")
+    x_max: float = setting(0.5, "a finite number above x_min")
+    seed: int = setting(20150520, "an integer from 0 to 2**63 - 1", ge=0, le=2**63 - 1)
+
+    @model_validator(mode="after")
+    def _range_not_empty(self) -> ToyRegressionSettings:
+        if not self.x_min < self.x_max:
+            raise SettingError("x_max", self.x_max, f"it must be above x_min = {self.x_min}")
+        return self
+
+
+@register_dataset("toy_regression", ToyRegressionSettings)
 def load_toy_regression(
     *,
     n_train: int = 256,

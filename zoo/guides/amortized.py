@@ -37,6 +37,15 @@ class AmortizedNormal(OwnName, AutoGuide):
     raw is large). Assumes: the site is unobserved, real-valued, and inside the plates that
     ``create_plates`` returns.
 
+    How it differs from ``AutoNormal``, and why: its parameters are an encoder's weights, not
+    a loc and scale per data point, so it serves data points it never saw and a plate
+    subsampled at random; it covers the one site it is given (put it in an ``AutoGuideList``
+    beside a guide for the global sites). Its summaries take the model's arguments, as
+    AutoNormal's do, and need them: :meth:`median`, :meth:`mean`, :meth:`quantiles`,
+    :meth:`get_posterior` and :meth:`sample_latent` describe q(z | x) for the batch ``x``
+    given; :meth:`distribution` takes the batch rather than a site name. It has no
+    ``init_loc_fn`` or ``init_scale``: the encoder's own initialization sets the start.
+
     :param model: the Pyro model whose site this guide covers.
     :param torch.nn.Module encoder: maps the encoder inputs to a pair ``(loc, raw_scale)``,
         each shaped like one batch of the site's values.
@@ -168,8 +177,24 @@ class AmortizedNormal(OwnName, AutoGuide):
         return {self.site: self.distribution(*args, **kwargs).mean}
 
     @torch.no_grad()
+    def mean(self, *args, **kwargs) -> dict[str, torch.Tensor]:
+        """The posterior mean of each data point's latent, as :meth:`median`."""
+        return self.median(*args, **kwargs)
+
+    def get_posterior(self, *args, **kwargs) -> dict[str, dist.Distribution]:
+        """``{site: q(z | x)}`` for the batch in the model's arguments (see
+        :meth:`distribution`)."""
+        return {self.site: self.distribution(*args, **kwargs)}
+
+    def sample_latent(self, *args, **kwargs) -> dict[str, torch.Tensor]:
+        """One draw of the site for the batch, ``{site: value}``, recorded in no trace."""
+        with poutine.block():
+            return {k: v.detach() for k, v in self(*args, **kwargs).items()}
+
+    @torch.no_grad()
     def quantiles(self, quantiles: Sequence[float], *args, **kwargs) -> dict[str, torch.Tensor]:
-        """Quantiles of each data point's latent, stacked along a new first dim.
+        """Quantiles of each data point's latent, stacked along a new first dim; the 0.5
+        quantile is :meth:`median`.
 
         :param quantiles: levels in (0, 1), e.g. ``[0.05, 0.5, 0.95]``.
         """

@@ -19,6 +19,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
+from pyro import poutine
 from pyro.distributions import constraints
 from pyro.infer.autoguide import AutoGuide, init_to_mean
 from pyro.infer.autoguide.utils import deep_setattr
@@ -65,6 +66,15 @@ class BayesByBackprop(OwnName, AutoGuide):
     under ``TraceMeanField_ELBO`` and a Normal prior the KL is computed in closed form; under
     ``Trace_ELBO`` (any prior, e.g. a scale mixture) it is estimated by Monte Carlo.
 
+    How it differs from ``AutoNormal``, and why: the same family, but each site is sampled
+    at the model's site (no auxiliary site and ``Delta``), for the closed-form KL; sigma
+    starts as in Blundell et al. (``rho ~ U(init_rho)``, or ``init_scale`` as AutoNormal) and
+    the means from a fan-in uniform, since a network started at its prior mean of 0 has no
+    gradient to break the symmetry between units; only real-valued sites, where AutoNormal
+    transforms any support. The surface is AutoNormal's: :meth:`median`, :meth:`quantiles`
+    and :meth:`mean` take the model's arguments, :meth:`get_posterior` gives ``{site:
+    distribution}``, :meth:`sample_latent` one draw of every site.
+
     Assumes every latent site is real-valued (a positive quantity such as a noise scale
     should be a site for its logarithm) and in vectorized plates only; sites inside a
     subsampled plate get full-size parameters that the plate subsamples, as in
@@ -76,6 +86,8 @@ class BayesByBackprop(OwnName, AutoGuide):
         weights.
     :param callable init_loc_fn: ``site -> tensor``, the initial ``mu`` of each site.
     :param init_rho: ``(low, high)`` of the uniform initial ``rho``.
+    :param float init_scale: instead of ``init_rho``, one initial sigma for every weight, as
+        ``init_scale`` of ``AutoNormal`` and :class:`~zoo.guides.MeanField`.
     :param callable create_plates: as for any ``AutoGuide``: returns the model's plates
         (needed when the model subsamples a plate that holds a latent site).
 
@@ -105,11 +117,15 @@ class BayesByBackprop(OwnName, AutoGuide):
         *,
         init_loc_fn: Callable[[dict], torch.Tensor] = init_to_fan_in_uniform,
         init_rho: tuple[float, float] = (-5.0, -4.0),
+        init_scale: float | None = None,
         create_plates: Callable | None = None,
     ) -> None:
         low, high = (float(v) for v in init_rho)
         if not (math.isfinite(low) and math.isfinite(high) and low <= high):
             raise ValueError(f"init_rho must be (low, high) with low <= high, got {init_rho!r}")
+        if init_scale is not None and not (math.isfinite(init_scale) and init_scale > 0):
+            raise ValueError(f"init_scale must be a finite number > 0 or None, got {init_scale!r}")
+        self.init_scale = None if init_scale is None else float(init_scale)
         super().__init__(model, create_plates=create_plates)
         # the param store name is taken at set-up, from the sites (zoo.guides.naming)
         self._zoo_name = type(self).__name__
@@ -151,7 +167,10 @@ class BayesByBackprop(OwnName, AutoGuide):
                 full_size = frame.full_size or frame.size
                 if full_size != frame.size:  # a subsampled plate: parameters for every row
                     loc = periodic_repeat(loc, full_size, frame.dim - event_dim).contiguous()
-            rho = torch.empty_like(loc).uniform_(*self.init_rho)
+            if self.init_scale is None:
+                rho = torch.empty_like(loc).uniform_(*self.init_rho)
+            else:  # log(expm1(sigma)), the inverse of softplus
+                rho = torch.full_like(loc, self.init_scale).expm1().log()
             self._event_dims[name] = event_dim
             deep_setattr(self.locs, name, PyroParam(loc, constraints.real, event_dim))
             deep_setattr(self.rhos, name, PyroParam(rho, constraints.real, event_dim))
@@ -163,9 +182,35 @@ class BayesByBackprop(OwnName, AutoGuide):
             self._setup_prototype(*args, **kwargs)
         return self
 
+    def _ready(self, args: tuple, kwargs: dict) -> None:
+        if self.prototype_trace is not None:
+            return
+        try:
+            self.setup(*args, **kwargs)
+        except TypeError as error:
+            if args or kwargs:
+                raise
+            raise ValueError(
+                f"{type(self).__name__} is not set up yet and the model needs arguments: pass "
+                "them (guide.median(x)) or call the guide once"
+            ) from error
+
+    def _site_names(self) -> list[str]:
+        return [name for name, _ in self.prototype_trace.iter_stochastic_nodes()]
+
     def distribution(self, name: str) -> dist.Distribution:
         """q of one site: ``Normal(mu, softplus(rho)).to_event(d)`` (inside the site's
         plates, the parameters of the current subsample)."""
+        if self.prototype_trace is None:
+            raise ValueError(
+                f"{type(self).__name__} is not set up yet: call it (or setup) with the model's "
+                f"arguments before asking for site {name!r}"
+            )
+        if name not in self._event_dims:
+            raise ValueError(
+                f"{type(self).__name__} has no latent site {name!r}; its sites: "
+                f"{', '.join(self._site_names())}"
+            )
         loc = attrgetter(name)(self.locs)
         scale = F.softplus(attrgetter(name)(self.rhos))
         return dist.Normal(loc, scale).to_event(self._event_dims[name])
@@ -183,22 +228,41 @@ class BayesByBackprop(OwnName, AutoGuide):
                 result[name] = pyro.sample(name, self.distribution(name))
         return result
 
+    def get_posterior(self, *args, **kwargs) -> dict[str, dist.Distribution]:
+        """``{site: Normal(mu, sigma).to_event(d)}`` over the full sites (a subsampled plate's
+        every row); takes the model's arguments (used only to set the guide up)."""
+        self._ready(args, kwargs)
+        return {name: self.distribution(name) for name in self._site_names()}
+
+    def sample_latent(self, *args, **kwargs) -> dict[str, torch.Tensor]:
+        """One draw of every latent site, ``{site: value}``, recorded in no trace. (Pyro's
+        ``AutoContinuous.sample_latent`` returns one unconstrained vector instead.)"""
+        self._ready(args, kwargs)
+        with poutine.block():
+            return {k: v.detach() for k, v in self(*args, **kwargs).items()}
+
     @torch.no_grad()
     def median(self, *args, **kwargs) -> dict[str, torch.Tensor]:
-        """The posterior median (= mean, ``mu``) of each latent site."""
-        return {
-            name: attrgetter(name)(self.locs).detach().clone()
-            for name, _ in self.prototype_trace.iter_stochastic_nodes()
-        }
+        """The posterior median (= mean, ``mu``) of each latent site; takes the model's
+        arguments (used only to set the guide up if it was never called)."""
+        self._ready(args, kwargs)
+        return {name: attrgetter(name)(self.locs).detach().clone() for name in self._site_names()}
+
+    @torch.no_grad()
+    def mean(self, *args, **kwargs) -> dict[str, torch.Tensor]:
+        """The posterior mean of each latent site: ``mu``, as :meth:`median`."""
+        return self.median(*args, **kwargs)
 
     @torch.no_grad()
     def quantiles(self, quantiles: Sequence[float], *args, **kwargs) -> dict[str, torch.Tensor]:
-        """Posterior quantiles of each latent site, stacked along a new first dim.
+        """Posterior quantiles of each latent site, stacked along a new first dim; the 0.5
+        quantile is :meth:`median`.
 
         :param quantiles: a list of levels in (0, 1), e.g. ``[0.05, 0.5, 0.95]``.
         """
+        self._ready(args, kwargs)
         result = {}
-        for name, _ in self.prototype_trace.iter_stochastic_nodes():
+        for name in self._site_names():
             loc = attrgetter(name)(self.locs)
             scale = F.softplus(attrgetter(name)(self.rhos))
             levels = torch.as_tensor(quantiles, dtype=loc.dtype, device=loc.device)

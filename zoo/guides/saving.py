@@ -54,7 +54,10 @@ def _settings(guide: Guide) -> dict[str, Any]:
         }
     if isinstance(guide, AmortizedNormal):
         return {"site": guide.site, "scale": guide.scale}
-    return {"init_rho": list(guide.init_rho)}
+    settings = {"init_rho": list(guide.init_rho)}
+    if guide.init_scale is not None:
+        settings["init_scale"] = guide.init_scale
+    return settings
 
 
 def _is_set_up(guide: Guide) -> bool:

@@ -9,13 +9,40 @@ minibatch's log density by ``size / len(x)`` and every step estimates the full-d
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pyro
 import torch
 from pyro.nn import PyroModule
 
 from zoo.guides.naming import unique_name
+from zoo.schema import Settings, setting
+
+
+class ModelSettings(Settings):
+    """The ``model`` config group of one model: its name, the keyword arguments of its
+    ``build``, and the settings of its final and periodic evaluations. Each model declares a
+    subclass beside it (``VAE.Settings``) that types ``evaluation``."""
+
+    name: str = setting(..., "the name of a zoo model")
+    evaluation: Settings
+    # overrides of ``evaluation`` for the evaluations during training, checked against the
+    # same class (zoo.config merges and validates them)
+    periodic_evaluation: dict[str, Any] = setting(
+        {}, "a mapping of evaluation settings to override", trains=False
+    )
+
+    def build_options(self) -> dict[str, Any]:
+        """The keyword arguments of the model's ``build``."""
+        return self.model_dump(exclude={"name", "evaluation", "periodic_evaluation"})
+
+    def data_problem(self, data: Any) -> str | None:
+        """Why the model cannot be fitted to ``data`` (checked before it is built), or None."""
+        return None
+
+    def trainer_problem(self, trainer: Any) -> str | None:
+        """Why the model cannot be trained with these ``trainer`` settings, or None."""
+        return None
 
 
 def data_plate(x: torch.Tensor, size: int | None = None, name: str = "data") -> pyro.plate:
@@ -40,6 +67,8 @@ class ZooModel(PyroModule):
 
     #: plates nested at most in the model, for ELBOs that enumerate (``TraceEnum_ELBO``)
     max_plate_nesting: int = 1
+    #: the model's settings, which :mod:`zoo.config` checks before anything is built
+    Settings: ClassVar[type[ModelSettings]] = ModelSettings
 
     def __init__(self) -> None:
         super().__init__(name=unique_name(type(self).__name__))

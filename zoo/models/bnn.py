@@ -21,22 +21,25 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Annotated, Literal
 
 import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
+from pydantic import Field, field_validator, model_validator
 from pyro import poutine
 from pyro.infer.autoguide import AutoDelta
 from pyro.nn import PyroModule, PyroSample, pyro_method
 
 from zoo import plots
-from zoo.data import load_dataset
+from zoo.data import DATASETS, load_dataset
 from zoo.distributions import ScaleMixtureNormal
 from zoo.guides import BayesByBackprop, init_to_fan_in_uniform
 from zoo.handlers import LocalReparameterizationMessenger, linear
-from zoo.models.base import ZooModel, data_plate
+from zoo.models.base import ModelSettings, ZooModel, data_plate
 from zoo.progress import progress_bar
+from zoo.schema import SettingError, Settings, setting
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": F.relu,
@@ -47,6 +50,95 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 GUIDES = ("bbb", "map", "mc_dropout")
 PRIORS = ("gaussian", "scale_mixture")
 OOD_SEED = 20150521  # the noise images are the same in every run
+
+# -log sigma of a scale-mixture component: sigma = exp(-value) from about 2e-9 to 5e8
+NEG_LOG_SIGMA = "a finite number from -20 to 20 (sigma = exp(-value))"
+
+
+class BNNEvaluation(Settings):
+    num_samples: int = setting(100, "an integer >= 1 (weight draws of the predictive)", ge=1)
+    batch_size: int = setting(1000, "an integer >= 1 (test rows per pass)", ge=1)
+    calibration_bins: int = setting(15, "an integer >= 1 (ECE bins)", ge=1)
+    ood: str | None = setting(
+        "noise", "noise, the name of a data set with as many features, or null for none"
+    )
+    ood_size: int = setting(2000, "an integer >= 1", ge=1)
+
+    @field_validator("ood")
+    @classmethod
+    def _known_ood(cls, ood: str | None) -> str | None:
+        if ood is not None and ood != "noise" and ood not in DATASETS:
+            raise ValueError(
+                f"it must be noise, null or one of the data sets {', '.join(sorted(DATASETS))}"
+            )
+        return ood
+
+
+class BNNSettings(ModelSettings):
+    name: Literal["bnn"] = "bnn"
+    hidden_dims: list[Annotated[int, Field(ge=1)]] = setting(
+        [400, 400], "a list of integers >= 1, e.g. [100, 100] or [] for none"
+    )
+    activation: Literal["relu", "tanh", "softplus", "elu"] = setting(
+        "relu", "relu, tanh, softplus or elu"
+    )
+    prior: Literal["gaussian", "scale_mixture"] = setting("gaussian", "gaussian or scale_mixture")
+    prior_sigma: float = setting(1.0, "a finite number > 0", gt=0.0)
+    mixture_pi: float = setting(0.5, "a number in [0, 1]", ge=0.0, le=1.0)
+    neg_log_sigma1: float = setting(0.0, NEG_LOG_SIGMA, ge=-20.0, le=20.0)
+    neg_log_sigma2: float = setting(6.0, NEG_LOG_SIGMA, ge=-20.0, le=20.0)
+    noise: float = setting(0.1, "a finite number > 0", gt=0.0)
+    learn_noise: bool = setting(False, "true or false")
+    guide: Literal["bbb", "map", "mc_dropout"] = setting("bbb", "bbb, map or mc_dropout")
+    init_rho: list[float] = setting(
+        [-5.0, -4.0], "two numbers [low, high] with low <= high, e.g. [-5, -4]",
+        min_length=2, max_length=2,
+    )
+    local_reparameterization: bool = setting(False, "true or false (guide=bbb only)")
+    dropout: float = setting(0.0, "a number in [0, 1)", ge=0.0, lt=1.0)
+    plot_range: list[float] | None = setting(
+        None, "two numbers [low, high] with low < high, or null", trains=False,
+        min_length=2, max_length=2,
+    )
+    evaluation: BNNEvaluation = setting(BNNEvaluation(), "the evaluation settings", trains=False)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BNNSettings:
+        low, high = self.init_rho
+        if low > high:
+            raise SettingError("init_rho", self.init_rho, "it must be [low, high] with low <= high")
+        if self.plot_range is not None and not self.plot_range[0] < self.plot_range[1]:
+            raise SettingError("plot_range", self.plot_range, "it must be [low, high] with low < high")
+        if (self.guide == "mc_dropout") != (self.dropout > 0):
+            raise SettingError(
+                "dropout", self.dropout,
+                f"guide={self.guide} needs {'dropout > 0' if self.guide == 'mc_dropout' else 'dropout = 0'} "
+                "(MC dropout is dropout kept on at prediction; the other guides take none)",
+            )
+        if self.local_reparameterization and self.guide != "bbb":
+            raise SettingError(
+                "local_reparameterization", True, f"it needs guide=bbb (Normal weights), not {self.guide}"
+            )
+        return self
+
+    def data_problem(self, data) -> str | None:
+        if data.num_classes is None and data.kind != "regression":
+            return f"model=bnn needs labels or regression targets, and data={data.name} has neither"
+        for key, ood in [
+            ("evaluation.ood", self.evaluation.ood),
+            ("periodic_evaluation.ood", self.periodic_evaluation.get("ood", self.evaluation.ood)),
+        ]:
+            if ood in (None, "noise") or data.num_classes is None:
+                continue
+            features = load_dataset(ood).num_features  # loaded now: a missing file fails early
+            if features != data.num_features:
+                return (
+                    f"model.{key} = {ood!r} is not valid with data={data.name}: its inputs have "
+                    f"{features} features and the model's {data.num_features}; use noise, null or "
+                    "a data set with as many features"
+                )
+        return None
+
 
 Prior = Callable[[torch.Tensor, tuple[int, ...]], dist.Distribution]
 
@@ -120,6 +212,8 @@ class BNN(ZooModel):
     :param plot_range: ``(low, high)`` of the 1-D regression figure; by default the training
         inputs' range widened by half its width on each side.
     """
+
+    Settings = BNNSettings
 
     def __init__(
         self,

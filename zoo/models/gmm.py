@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import math
 from pathlib import Path
+from typing import Literal
 
 import pyro
 import pyro.distributions as dist
@@ -34,11 +35,76 @@ from pyro.nn import pyro_method
 from zoo import plots
 from zoo.guides import MeanField
 from zoo.metrics import adjusted_rand_index
-from zoo.models.base import ZooModel, data_plate
+from zoo.models.base import ModelSettings, ZooModel, data_plate
 from zoo.optim import Adam
+from zoo.schema import Settings, setting
 
 FORMS = ("mixture", "enumerated")
 MAX_EXHAUSTIVE_MATCH = 8  # K! permutations: 40320 at K = 8; greedy matching beyond
+
+
+POSITIVE = "a finite number > 0"
+
+
+class GMMEvaluation(Settings):
+    mc_samples: int = setting(
+        100, "an integer >= 0 (guide draws of the Monte Carlo log predictive; 0: none)", ge=0
+    )
+    batch_size: int = setting(100_000, "an integer >= 1 (test rows per pass)", ge=1)
+    max_points: int | None = setting(None, "an integer >= 1, or null for all test rows", ge=1)
+
+
+class GMMSettings(ModelSettings):
+    name: Literal["gmm"] = "gmm"
+    components: int = setting(2, "an integer >= 1", ge=1)
+    form: Literal["mixture", "enumerated"] = setting(
+        "mixture", "mixture (assignments summed out) or enumerated (needs trainer.elbo=traceenum)"
+    )
+    weight_concentration: float = setting(1.0, POSITIVE, gt=0.0)
+    loc_spread: float = setting(2.0, f"{POSITIVE} (data standard deviations)", gt=0.0)
+    scale_fraction: float = setting(0.5, f"{POSITIVE} (data standard deviations)", gt=0.0)
+    scale_log_sd: float = setting(1.0, POSITIVE, gt=0.0)
+    init_scale: float = setting(0.05, POSITIVE, gt=0.0)
+    restarts: int = setting(4, "an integer >= 1", ge=1)
+    restart_steps: int = setting(200, "an integer >= 0", ge=0)
+    restart_batch_size: int = setting(256, "an integer >= 1", ge=1)
+    restart_lr: float = setting(0.05, POSITIVE, gt=0.0)
+    restart_particles: int = setting(8, "an integer >= 1", ge=1)
+    init_points: int = setting(10_000, "an integer >= model.components", ge=1)
+    evaluation: GMMEvaluation = setting(GMMEvaluation(), "the evaluation settings", trains=False)
+
+    def trainer_problem(self, trainer) -> str | None:
+        if self.form == "enumerated" and trainer.elbo != "traceenum":
+            return (
+                f"model.form = 'enumerated' is not valid with trainer.elbo = {trainer.elbo!r}: "
+                "explicit assignments must be summed out by trainer.elbo=traceenum; or use "
+                "model.form=mixture, which trains under any ELBO"
+            )
+        return None
+
+    def data_problem(self, data) -> str | None:
+        if data.kind == "image" or data.kind == "regression":
+            return (
+                f"model=gmm clusters tabular rows and data={data.name} is {data.kind} data; "
+                "use data=old_faithful or synthetic_gmm"
+            )
+        if self.init_points < self.components:
+            return (
+                f"model.init_points = {self.init_points} is below model.components = "
+                f"{self.components}: k-means++ needs a row per component"
+            )
+        if len(data.train_x) < self.components:
+            return f"data={data.name} has {len(data.train_x)} training rows, fewer than the {self.components} components"
+        constant = (data.train_x.std(0) == 0).nonzero().flatten().tolist()
+        if constant:
+            names = data.feature_names or [f"x{i}" for i in range(data.num_features)]
+            shown = ", ".join(names[i] for i in constant[:5]) + (", ..." if len(constant) > 5 else "")
+            return (
+                f"data={data.name} has {len(constant)} feature(s) with the same value in every "
+                f"training row ({shown}); the GMM's priors are scaled by each feature's standard "
+                "deviation, so remove constant features first"
+            )
+        return None
 
 
 def kmeans_plus_plus(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -134,6 +200,8 @@ class GMM(ZooModel):
 
     Use :meth:`build` to get priors scaled to a data set and a k-means++ start with restarts.
     """
+
+    Settings = GMMSettings
 
     def __init__(
         self,

@@ -13,21 +13,55 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Annotated, Literal
 
 import pyro
 import pyro.distributions as dist
 import torch
+from pydantic import Field
 from pyro.nn import pyro_method
 from torch import nn
 
 from zoo import plots
 from zoo.guides import AmortizedNormal
 from zoo.metrics import elbo_parts, importance_log_likelihood
-from zoo.models.base import ZooModel, data_plate
+from zoo.models.base import ModelSettings, ZooModel, data_plate
 from zoo.progress import progress_bar
+from zoo.schema import Settings, setting
 
 ACTIVATIONS = {"softplus": nn.Softplus, "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU}
 TEST_BINARIZATION_SEED = 20140101  # fixed once for all runs: test numbers stay comparable
+
+
+Activation = Literal["softplus", "relu", "tanh", "elu"]
+LayerSizes = list[Annotated[int, Field(ge=1)]]
+
+
+class VAEEvaluation(Settings):
+    iw_samples: int = setting(
+        5000, "an integer >= 0 (K of the importance-weighted log p(x); 0: none)", ge=0
+    )
+    batch_size: int = setting(500, "an integer >= 1 (test images per pass)", ge=1)
+    active_threshold: float = setting(0.01, "a finite number >= 0", ge=0.0)
+
+
+class VAESettings(ModelSettings):
+    name: Literal["vae"] = "vae"
+    latent_dim: int = setting(50, "an integer >= 1", ge=1)
+    hidden_dims: LayerSizes = setting(
+        [400], "a list of integers >= 1, e.g. [128] or [] for none"
+    )
+    activation: Activation = setting("softplus", "softplus, relu, tanh or elu")
+    scale: Literal["exp", "softplus"] = setting("exp", "exp or softplus")
+    evaluation: VAEEvaluation = setting(VAEEvaluation(), "the evaluation settings", trains=False)
+
+    def data_problem(self, data) -> str | None:
+        if data.kind != "image":
+            return (
+                f"model=vae models images (a Bernoulli likelihood of pixel intensities in [0, 1]), "
+                f"and data={data.name} is {data.kind} data; use data=digits, fashion_mnist or mnist"
+            )
+        return None
 
 
 def mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
@@ -69,6 +103,8 @@ class VAE(ZooModel):
     :param str scale: how the encoder's raw output becomes the guide's scale: ``exp`` or
         ``softplus``.
     """
+
+    Settings = VAESettings
 
     def __init__(
         self,
