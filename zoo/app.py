@@ -21,9 +21,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from zoo.config import RunSpec, check_against_data, check_resume, validate
 from zoo.data import load_dataset
-from zoo.errors import ConfigError, OutputError, TrainingDiverged
+from zoo.errors import ConfigError, TrainingDiverged
 from zoo.files import write_text_atomic
 from zoo.models import MODELS
+from zoo.rundir import own_run_folder
 from zoo.schedules import schedule_from
 from zoo.train import Trainer
 
@@ -87,21 +88,17 @@ def peak_rss_mb() -> float | None:
 
 
 def run(cfg: DictConfig, out_dir: str | os.PathLike) -> dict:
-    """Trains and evaluates the configured model; writes the run's files into ``out_dir``.
+    """Trains and evaluates the configured model; writes the run's files into ``out_dir``,
+    which it holds from start to summary (:func:`zoo.rundir.own_run_folder`: another process
+    is refused it, and a fresh run refuses a folder that holds a run unless ``overwrite``).
 
     :returns: the summary: final test metrics, figures, seed, versions, timings.
     """
     start = time.perf_counter()
     spec = validate(cfg)
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(
-            f"the output folder {out_dir} cannot be created: {e.strerror or e}. "
-            "Choose a writable folder (hydra.run.dir=...)."
-        ) from e
-    return _run_in_owned_folder(cfg, spec, out_dir, start)
+    # held before any data is read: a refused folder costs nothing
+    with own_run_folder(out_dir, resume=spec.run.resume, overwrite=spec.run.overwrite):
+        return _run_in_owned_folder(cfg, spec, Path(out_dir), start)
 
 
 def _run_in_owned_folder(cfg: DictConfig, spec: RunSpec, out_dir: Path, start: float) -> dict:

@@ -37,6 +37,7 @@ import torch
 
 from zoo.errors import CheckpointError
 from zoo.files import fsync_dir, read_plain_state, temp_path
+from zoo.rundir import held_if_free
 
 FORMAT_VERSION = 1
 DIGEST_KEY = "sha256"
@@ -199,11 +200,19 @@ def load_latest_checkpoint(
 
 
 def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
-    """Deletes temporary files that a killed save of ``path`` left beside it."""
+    """Deletes temporary files that a killed save of ``path`` left beside it, only while this
+    process holds the run folder (:mod:`zoo.rundir`): one written by a live run in the same
+    folder is that run's save in progress, and is left alone.
+
+    :returns: the files deleted.
+    """
     path = Path(path)
     stale = []
-    for target in (path, previous_path(path)):
-        for tmp in path.parent.glob(f".{target.stem}.*.tmp{target.suffix}"):
-            tmp.unlink(missing_ok=True)
-            stale.append(tmp)
+    with held_if_free(path.parent) as ours:
+        if not ours:
+            return stale
+        for target in (path, previous_path(path)):
+            for tmp in path.parent.glob(f".{target.stem}.*.tmp{target.suffix}"):
+                tmp.unlink(missing_ok=True)
+                stale.append(tmp)
     return stale

@@ -120,7 +120,8 @@ def test_killed_again_and_again_at_random_times_still_ends_bit_identical(
             *model_args,
             *TINY,
             f"hydra.run.dir={run_dir}",
-            *(["resume=true"] if resumed else []),
+            # no checkpoint yet: start again, over the killed attempt's config and metrics
+            *(["resume=true"] if resumed else ["overwrite=true"]),
         ]
         proc = zoo_popen(*args, cwd=tmp_path, env=env if attempt < 6 else None)
         if attempt >= 6:  # enough: let it finish
