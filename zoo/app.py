@@ -6,7 +6,6 @@ The Hydra entry point (:mod:`zoo.__main__`) only composes the config and calls
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -22,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from zoo.config import RunSpec, check_against_data, check_resume, validate
 from zoo.data import load_dataset
 from zoo.errors import ConfigError, TrainingDiverged
-from zoo.files import write_text_atomic
+from zoo.files import strict_json, write_text_atomic
 from zoo.models import MODELS
 from zoo.rundir import own_run_folder
 from zoo.schedules import schedule_from
@@ -176,7 +175,8 @@ def _run_in_owned_folder(cfg: DictConfig, spec: RunSpec, out_dir: Path, start: f
     }
     if changes:  # settings a resume changed that cannot change the trained parameters
         summary["resumed_with_changes"] = {k: list(v) for k, v in changes.items()}
-    write_text_atomic(out_dir / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n", "summary")
+    # strict JSON: a non-finite value of a nested metric is written as null, never as NaN
+    write_text_atomic(out_dir / SUMMARY_NAME, strict_json(summary, indent=2) + "\n", "summary")
     return summary
 
 

@@ -85,6 +85,8 @@ class TrainSettings(Settings):
     # `validate`, which names a method of pydantic's models, so the field has another name.
     validation: bool = setting(False, "true or false", trains=False, alias="validate")
     progress: bool = setting(True, "true or false", trains=False)
+    # NaN/inf steps to skip in the whole run, each logged, before stopping (0: stop at the
+    # first); the run stops anyway once more than half of one epoch's steps are skipped
     skip_nonfinite: int = setting(
         0, "an integer >= 0 (NaN/inf steps to skip in the run; 0: stop at the first)", ge=0
     )
