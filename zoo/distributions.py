@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pyro.distributions as dist
 import torch
 from pyro.distributions import TorchDistribution, constraints
 from torch.distributions.utils import broadcast_all
@@ -109,3 +110,38 @@ def beta_icdf(concentration1, concentration0, q: torch.Tensor) -> torch.Tensor:
         levels.detach().cpu().double().numpy(),
     )
     return torch.from_numpy(value).to(device=a.device, dtype=a.dtype)
+
+
+def _gamma_draws(concentration: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    # torch's Gamma(concentration, 1) draw, a native op with a reparameterized gradient; a draw
+    # that underflows to 0 would make the ratios below 0 / 0
+    gamma = torch._standard_gamma(concentration.expand(shape))
+    return gamma.clamp_min(torch.finfo(gamma.dtype).tiny)
+
+
+class GammaRatioDirichlet(dist.Dirichlet):
+    """A ``Dirichlet`` drawn as a ratio of Gamma draws, ``g_i / sum_j g_j`` with
+    ``g_i ~ Gamma(alpha_i, 1)``: the same distribution and log density, and (unlike torch's
+    own draw, a Python autograd function) a graph that ``torch.jit.save`` can export.
+
+    :param concentration: alpha, with the categories in the last dim.
+    """
+
+    def rsample(self, sample_shape=()) -> torch.Tensor:
+        gamma = _gamma_draws(self.concentration, self._extended_shape(sample_shape))
+        return gamma / gamma.sum(-1, keepdim=True)
+
+
+class GammaRatioBeta(dist.Beta):
+    """A ``Beta`` drawn as ``g1 / (g1 + g0)`` with ``g1 ~ Gamma(concentration1, 1)`` and
+    ``g0 ~ Gamma(concentration0, 1)``; see :class:`GammaRatioDirichlet`.
+
+    :param concentration1: alpha.
+    :param concentration0: beta.
+    """
+
+    def rsample(self, sample_shape=()) -> torch.Tensor:
+        shape = self._extended_shape(sample_shape)
+        g1 = _gamma_draws(self.concentration1, shape)
+        g0 = _gamma_draws(self.concentration0, shape)
+        return g1 / (g1 + g0)

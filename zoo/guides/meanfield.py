@@ -25,7 +25,7 @@ from pyro.infer.autoguide import AutoGuide
 from pyro.infer.autoguide.initialization import init_to_feasible
 from pyro.infer.autoguide.utils import helpful_support_errors
 
-from zoo.distributions import beta_icdf
+from zoo.distributions import GammaRatioBeta, GammaRatioDirichlet, beta_icdf
 from zoo.guides.naming import OwnName
 
 FAMILIES = ("normal", "lognormal", "dirichlet", "beta", "transformed_normal")
@@ -319,10 +319,11 @@ class MeanField(OwnName, AutoGuide):
         info, family = self._sites[name], self.family[name]
         event_dim = info["event_dim"]
         get = lambda key: getattr(self, f"{info['prefix']}_{key}")  # noqa: E731  (pyro.param)
+        # Gamma-ratio draws: the same distributions as torch's, and exportable by torch.jit
         if family == "dirichlet":
-            return dist.Dirichlet(get("log_concentration").exp()).to_event(event_dim - 1)
+            return GammaRatioDirichlet(get("log_concentration").exp()).to_event(event_dim - 1)
         if family == "beta":
-            return dist.Beta(
+            return GammaRatioBeta(
                 get("log_concentration1").exp(), get("log_concentration0").exp()
             ).to_event(event_dim)
         loc, scale = get("loc"), F.softplus(get("scale_raw"))
