@@ -20,7 +20,7 @@ LOGITS = [
 LABELS = torch.tensor([0, 1])
 
 
-class TestSet:
+class HeldOut:
     name = "two rows"
 
     def __init__(self, y: torch.Tensor) -> None:
@@ -43,7 +43,7 @@ def test_classification_nll_is_that_of_the_averaged_probabilities():
     zero = torch.zeros(())
     bnn = with_fixed_draws(BNN(4, 3, hidden_dims=[5]), [(out, zero) for out in LOGITS])
 
-    metrics = bnn.evaluate(TestSet(LABELS), num_samples=2, ood=None)
+    metrics = bnn.evaluate(HeldOut(LABELS), num_samples=2, ood=None)
 
     first = [softmax(row) for row in LOGITS[0].tolist()]
     second = [softmax(row) for row in LOGITS[1].tolist()]
@@ -74,7 +74,7 @@ def test_regression_log_likelihood_is_that_of_the_averaged_densities():
         BNN(4, 1, likelihood="normal", hidden_dims=[5]), list(zip(means, noises))
     )
 
-    metrics = bnn.evaluate(TestSet(y), num_samples=2)
+    metrics = bnn.evaluate(HeldOut(y), num_samples=2)
 
     def density(v, mu, sigma):
         return math.exp(-((v - mu) ** 2) / (2 * sigma**2)) / (sigma * math.sqrt(2 * math.pi))
