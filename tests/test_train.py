@@ -87,7 +87,7 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_checkpoint(digits, tmp
     checkpoint = (tmp_path / "checkpoint.pt").read_bytes()
     with torch.no_grad():
         trainer.model.decoder[0].weight.fill_(float("nan"))
-    trainer.settings = TrainSettings(**{**vars(SETTINGS), "epochs": 3, "validate": False})
+    trainer.settings = TrainSettings(**{**vars(SETTINGS), "epochs": 3, "validation": False})
     with pytest.raises(TrainingDiverged, match=r"epoch 2, step 1 of 5.*checkpoint.pt is kept"):
         trainer.fit()
     assert (tmp_path / "checkpoint.pt").read_bytes() == checkpoint
@@ -164,7 +164,7 @@ def test_resume_is_exact_under_jit_too(digits, tmp_path):
     """JitTrace_ELBO's first (compiling) call draws other random numbers than its compiled
     steps; the trainer makes that call outside training, so a resumed run compiles without
     drifting from an uninterrupted one."""
-    settings = TrainSettings(**{**vars(SETTINGS), "elbo": "jit", "validate": False})
+    settings = TrainSettings(**{**vars(SETTINGS), "elbo": "jit", "validation": False})
     plain = ("none", {})
     straight = make_trainer(digits, tmp_path / "straight", settings=settings, schedule=plain)
     straight.fit()

@@ -21,7 +21,7 @@ def test_the_summary_records_seed_versions_config_and_hash(model_args, finished_
     cfg = compose_config([*model_args, *TINY])
     summary = json.loads((finished_run / "summary.json").read_text())
     assert summary["seed"] == cfg.seed == 0
-    assert summary["config_hash"] == config_hash(cfg) and len(summary["config_hash"]) == 12
+    assert summary["config_hash"] == config_hash(cfg, "cpu") and len(summary["config_hash"]) == 12
     assert summary["config"]["trainer"]["epochs"] == cfg.trainer.epochs
     assert summary["versions"]["torch"] == torch.__version__
     assert summary["versions"]["pyro"] == pyro.__version__
