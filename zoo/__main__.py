@@ -40,11 +40,16 @@ def main(cfg: DictConfig) -> None:
     out_dir = HydraConfig.get().runtime.output_dir
 
     def interrupt(signum, frame):
+        # resume is offered only where there is something to resume from
+        if (Path(out_dir) / "checkpoint.pt").is_file():
+            next_step = (
+                f"its checkpoint in {out_dir} is whole: continue with the same overrides plus "
+                f"resume=true hydra.run.dir={out_dir}"
+            )
+        else:
+            next_step = f"no epoch was complete, so there is nothing to resume in {out_dir}"
         raise Interrupted(
-            f"interrupted by {signal.Signals(signum).name} outside training; the run's "
-            f"checkpoint in {out_dir}, if any, is whole: continue with the same overrides plus "
-            f"resume=true hydra.run.dir={out_dir}.",
-            signum,
+            f"interrupted by {signal.Signals(signum).name} outside training; {next_step}.", signum
         )
 
     previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
