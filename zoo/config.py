@@ -258,6 +258,14 @@ def compare_runs(saved: DictConfig | dict, new: DictConfig | dict) -> RunCompari
         for k in sorted(set(old_train) | set(new_train))
         if old_train.get(k) != new_train.get(k)
     }
+    # another model, data set or optimizer: that alone says it, not each of its settings
+    for section, (selector, _) in CHOSEN_BY.items():
+        if f"{section}.{selector}" in blocking:
+            blocking = {
+                k: v
+                for k, v in blocking.items()
+                if not k.startswith(f"{section}.") or k == f"{section}.{selector}"
+            }
     allowed = {
         k: (old_all.get(k), new_all.get(k))
         for k in sorted(set(old_all) | set(new_all))
@@ -270,12 +278,6 @@ def _split_top(values: dict) -> dict[str, dict]:
     return {"run": {k: v for k, v in values.items() if k not in SECTIONS}} | {
         k: v for k, v in values.items() if k in SECTIONS
     }
-
-
-def resume_differences(saved: DictConfig | dict, new: DictConfig | dict) -> list[str]:
-    """One line per setting that forbids resuming a run made with ``saved`` under ``new``:
-    ``"trainer.epochs: 3 -> 5"``; empty if the resume may go ahead."""
-    return [f"{k}: {old!r} -> {new!r}" for k, (old, new) in compare_runs(saved, new).blocking.items()]
 
 
 SAVED_CONFIG_NAME = "config.yaml"  # the resolved config a run writes into its folder
@@ -298,7 +300,7 @@ def check_resume(cfg: DictConfig | dict, out_dir: str | os.PathLike) -> RunCompa
         return RunComparison({}, {})
     comparison = compare_runs(saved, cfg)
     if comparison.blocking:
-        lines = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in comparison.blocking.items())
+        lines = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in comparison.blocking.items())
         raise ConfigError(
             f"resume = true is not valid here: the run in {out_dir} was made with other settings "
             f"that change the trained parameters ({lines}). Resume with the settings it was made "

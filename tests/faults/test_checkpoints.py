@@ -16,7 +16,7 @@ from zoo.checkpoint import (
     remove_stale_temps,
     save_checkpoint,
 )
-from zoo.errors import CheckpointError
+from zoo.errors import CheckpointError, ConfigError
 
 
 def test_each_save_keeps_the_one_before(tmp_path):
@@ -87,7 +87,8 @@ def test_temporary_files_of_a_killed_save_are_removed(tmp_path):
     for p in stale:
         p.write_bytes(b"half")
     assert sorted(remove_stale_temps(path)) == sorted(stale)
-    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+    # the folder's lock file stays: it is how a live writer is told from a dead one
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".zoo.lock", "checkpoint.pt"]
 
 
 def test_resume_from_a_truncated_checkpoint_uses_the_previous_and_ends_identical(
@@ -109,7 +110,14 @@ def test_a_checkpoint_of_another_model_or_config_is_refused(model_args, finished
     shutil.copytree(finished_run, run_dir)
     others = [m for m in MODELS_UNDER_TEST if m != model_args] or [[*model_args, "seed=1"]]
     for other in others:
-        with pytest.raises(CheckpointError, match="belongs to another run") as error:
+        # refused from the folder's config.yaml, before any data is read
+        with pytest.raises(ConfigError, match="change the trained parameters") as error:
             run(compose_config([*other, *TINY, "resume=true"]), run_dir)
-        assert str(run_dir / "checkpoint.pt") in str(error.value)
+        changed = "model.name" if other[0] != model_args[0] else "seed: 0 -> 1"
+        assert changed in str(error.value) and "model.latent_dim" not in str(error.value)
+    # and without a config.yaml, the checkpoint's identity refuses it
+    (run_dir / "config.yaml").unlink()
+    with pytest.raises(CheckpointError, match="belongs to another run") as error:
+        run(compose_config([*others[0], *TINY, "resume=true"]), run_dir)
+    assert str(run_dir / "checkpoint.pt") in str(error.value)
     assert numbers(run_dir) == numbers(finished_run)  # and nothing was touched
