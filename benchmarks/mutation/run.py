@@ -45,6 +45,10 @@ def mutmut_section(entry: dict) -> str:
             # the copy's own pytest options plus: stop at the first failure, no warnings noise
             'pytest_add_cli_args = ["-x", "-q", "-p", "no:randomly", "-W", "ignore"]',
             'also_copy = ["conf", "README.md"]',
+            # a mutant that never ends (remaining += k in a while loop) burns CPU until its
+            # timeout: three times the clean run's duration, not mutmut's fifteen
+            "timeout_multiplier = 3.0",
+            "timeout_constant = 5.0",
             "",
         ]
     ).replace("'", '"')
