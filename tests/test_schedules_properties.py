@@ -72,7 +72,7 @@ cycle_settings = st.fixed_dictionaries(
 
 
 @EXAMPLES
-# u > 0: the start of a cycle is the xfail below
+# u > 0: the start of a cycle is tested exactly below
 @given(kwargs=cycle_settings, cycle=st.integers(0, 9), u=st.floats(0.001, 0.999))
 def test_cyclical_repeats_a_ramp_from_beta_min_to_one(kwargs, cycle, u):
     period = kwargs["total_epochs"] / kwargs["cycles"]
@@ -86,11 +86,8 @@ def test_cyclical_repeats_a_ramp_from_beta_min_to_one(kwargs, cycle, u):
         assert beta == 1.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="t % period rounds the start of a cycle to just below a period (epoch 100 of 200 in "
-    "6 cycles: 100 % (200 / 6) = 33.33...), so that cycle starts at beta 1 instead of beta_min",
-)
+# t % period rounded the start of a cycle to just below a period (epoch 100 of 200 in 6
+# cycles: 100 % (200 / 6) = 33.33...), so that cycle started at beta 1 instead of beta_min
 @pytest.mark.parametrize("total_epochs, cycles, epoch", [(200, 6, 100), (100, 7, 5 * 100 / 7)])
 def test_cyclical_starts_every_cycle_at_beta_min(total_epochs, cycles, epoch):
     assert cyclical(epoch, total_epochs=total_epochs, cycles=cycles, ramp=0.5) == 0.0

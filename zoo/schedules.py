@@ -57,8 +57,12 @@ def cyclical(
     """Cyclical annealing (Fu et al. 2019): ``cycles`` cycles over ``total_epochs``; in each,
     beta rises linearly from ``beta_min`` to 1 over the first ``ramp`` fraction of the cycle
     and stays at 1 for the rest."""
-    period = total_epochs / cycles
-    tau = (t % period) / period  # position inside the current cycle, in [0, 1)
+    # cycles elapsed; t % period would round some cycle starts to just below a whole period
+    # (epoch 100 of 200 in 6 cycles), which then began at beta 1 instead of beta_min
+    elapsed = t * cycles / total_epochs
+    if math.isclose(elapsed, round(elapsed), rel_tol=0.0, abs_tol=1e-9):
+        elapsed = float(round(elapsed))
+    tau = elapsed - math.floor(elapsed)  # position inside the current cycle, in [0, 1)
     if tau >= ramp:
         return 1.0
     return beta_min + (1.0 - beta_min) * tau / ramp
