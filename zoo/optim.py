@@ -209,8 +209,8 @@ POSITIVE = "a finite number > 0"
 Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
-class AdamArguments(Settings):
-    """``torch.optim.Adam``'s training settings."""
+class AdamFamilyArguments(Settings):
+    """The settings Adam and ClippedAdam share."""
 
     lr: float = setting(1e-3, POSITIVE, gt=0.0)
     betas: list[Beta] = setting(
@@ -218,6 +218,11 @@ class AdamArguments(Settings):
     )
     eps: float = setting(1e-8, POSITIVE, gt=0.0)
     weight_decay: float = setting(0.0, "a finite number >= 0", ge=0.0)
+
+
+class AdamArguments(AdamFamilyArguments):
+    """``torch.optim.Adam``'s training settings."""
+
     amsgrad: bool = setting(False, "true or false")
 
 
@@ -251,15 +256,9 @@ class AdamSettings(OptimSettings):
         return Adam(self.optim_args.model_dump(), _clip(self.clip_args), self.implementation)
 
 
-class ClippedAdamArguments(Settings):
+class ClippedAdamArguments(AdamFamilyArguments):
     """``pyro.optim.ClippedAdam``'s settings."""
 
-    lr: float = setting(1e-3, POSITIVE, gt=0.0)
-    betas: list[Beta] = setting(
-        [0.9, 0.999], "two numbers in [0, 1), e.g. [0.9, 0.999]", min_length=2, max_length=2
-    )
-    eps: float = setting(1e-8, POSITIVE, gt=0.0)
-    weight_decay: float = setting(0.0, "a finite number >= 0", ge=0.0)
     clip_norm: float = setting(10.0, POSITIVE, gt=0.0)
     lrd: float = setting(1.0, "a number in (0, 1] (learning-rate decay per step)", gt=0.0, le=1.0)
 
