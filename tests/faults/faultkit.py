@@ -4,6 +4,7 @@ in MODELS_UNDER_TEST, with tiny settings so that the default suite stays fast.""
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -87,3 +88,12 @@ def write_mnist_like(folder, n_train=20, n_test=10):
             folder / FILES[f"{part}_x"], torch.randint(0, 256, (n, 28, 28), generator=g).byte()
         )
         write_idx(folder / FILES[f"{part}_y"], torch.randint(0, 10, (n,), generator=g).byte())
+
+
+def wait_for(condition, proc, timeout=240):
+    """Polls ``condition()`` until it holds; fails if ``proc`` ends first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the run ended (status {proc.returncode}) before the fault"
+        assert time.monotonic() < deadline, "timed out waiting for the run"
+        time.sleep(0.02)

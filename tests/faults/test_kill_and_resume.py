@@ -7,7 +7,7 @@ import subprocess
 import time
 
 import pytest
-from faultkit import TINY, numbers, zoo, zoo_env, zoo_popen
+from faultkit import TINY, numbers, wait_for, zoo, zoo_env, zoo_popen
 
 from zoo.checkpoint import PAUSE_ENV, load_checkpoint
 
@@ -19,14 +19,6 @@ def straight(model_args, tmp_path_factory):
     result = zoo(*model_args, *TINY, f"hydra.run.dir={tmp / 'run'}", cwd=tmp)
     assert result.returncode == 0, result.stderr
     return numbers(tmp / "run")
-
-
-def wait_for(condition, proc, timeout=240):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert proc.poll() is None, f"the run ended (status {proc.returncode}) before the fault"
-        assert time.monotonic() < deadline, "timed out waiting for the run"
-        time.sleep(0.02)
 
 
 def temps(run_dir):

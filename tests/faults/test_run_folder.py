@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from faultkit import MODELS_UNDER_TEST, TINY, compose_config, zoo, zoo_env, zoo_popen
+from faultkit import MODELS_UNDER_TEST, TINY, compose_config, wait_for, zoo, zoo_env, zoo_popen
 
 from zoo.app import run
 from zoo.checkpoint import PAUSE_ENV, remove_stale_temps
@@ -32,14 +32,6 @@ def snapshot(folder):
 
 def temps(folder):
     return sorted(p.name for p in folder.glob(".checkpoint.*.tmp.pt"))
-
-
-def wait_for(condition, proc, timeout=240):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert proc.poll() is None, f"the run ended (status {proc.returncode}) too early"
-        assert time.monotonic() < deadline, "timed out waiting for the run"
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
