@@ -23,10 +23,9 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from pyro.distributions import Independent, Normal
-from pyro.poutine.messenger import Messenger
 from pyro.poutine.runtime import Message, effectful
-from pyro.poutine.util import site_is_subsample
+
+from zoo.handlers._normal_draws import NormalDrawRecorder
 
 #: ``linear(x, weight, bias=None)``: ``F.linear`` as a Pyro effect, so that
 #: :class:`LocalReparameterizationMessenger` can replace it; outside that handler it is
@@ -34,13 +33,7 @@ from pyro.poutine.util import site_is_subsample
 linear = effectful(F.linear, type="linear")
 
 
-def _normal_of(fn) -> Normal | None:
-    while isinstance(fn, Independent):
-        fn = fn.base_dist
-    return fn if isinstance(fn, Normal) else None
-
-
-class LocalReparameterizationMessenger(Messenger):
+class LocalReparameterizationMessenger(NormalDrawRecorder):
     """Samples the output of :func:`linear` from the Normal its Normal weights induce.
 
     Falls back to ``F.linear`` when the weight was not drawn from a Normal (a Delta guide, a
@@ -59,30 +52,6 @@ class LocalReparameterizationMessenger(Messenger):
         >>> y.shape
         torch.Size([5, 3])
     """
-
-    def __init__(self) -> None:
-        super().__init__()
-        # site name -> (the value drawn, the Normal it was drawn from); one entry per site,
-        # so memory stays bounded over any number of steps
-        self._draws: dict[str, tuple[torch.Tensor, Normal]] = {}
-
-    def _pyro_post_sample(self, msg: Message) -> None:
-        if msg["is_observed"] or site_is_subsample(msg):
-            return
-        value, previous = msg["value"], self._draws.get(msg["name"])
-        if previous is not None and previous[0] is value:
-            return  # a replay of a recorded draw: keep the distribution it was drawn from
-        normal = _normal_of(msg["fn"])
-        if normal is None or normal.batch_shape != value.shape:
-            self._draws.pop(msg["name"], None)
-        else:
-            self._draws[msg["name"]] = (value, normal)
-
-    def _normal_drawn_as(self, value: torch.Tensor | None) -> Normal | None:
-        for drawn, normal in self._draws.values():
-            if drawn is value:
-                return normal
-        return None
 
     def _pyro_linear(self, msg: Message) -> None:
         x, weight, *rest = msg["args"]
