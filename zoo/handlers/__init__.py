@@ -1,5 +1,6 @@
 """Effect handlers of the zoo."""
 
+from zoo.handlers.flipout import FlipoutMessenger, conv2d, flipout
 from zoo.handlers.kl_annealing import KLAnnealingMessenger, kl_annealing
 from zoo.handlers.local_reparameterization import (
     LocalReparameterizationMessenger,
@@ -8,8 +9,11 @@ from zoo.handlers.local_reparameterization import (
 )
 
 __all__ = [
+    "FlipoutMessenger",
     "KLAnnealingMessenger",
     "LocalReparameterizationMessenger",
+    "conv2d",
+    "flipout",
     "kl_annealing",
     "linear",
     "local_reparameterization",
