@@ -85,7 +85,7 @@ def test_an_epoch_of_minibatch_losses_is_the_full_batch_loss_for_the_same_weight
     """The data term is scaled by N / batch: with the weights held fixed (the same seed for
     the guide's draw), the mean of an epoch's minibatch losses is the full-batch loss."""
     data = toy()
-    bnn = small_bnn(data)
+    bnn = small_bnn(data, local_reparameterization=False)  # one weight draw for all rows
     elbo = pyro.infer.Trace_ELBO()
     x, y, n = data.train_x, data.train_y, len(data.train_x)
 
@@ -392,3 +392,15 @@ def test_local_reparameterization_does_not_change_the_initial_parameters():
         states.append(bnn.approximation.state_dict())
     assert states[0].keys() == states[1].keys()
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+@pytest.mark.parametrize(
+    "guide, dropout, expected", [("bbb", 0.0, True), ("map", 0.0, False), ("mc_dropout", 0.5, False)]
+)
+def test_local_reparameterization_is_on_by_default_for_bayes_by_backprop_only(
+    guide, dropout, expected
+):
+    bnn = BNN(3, 2, hidden_dims=[4], guide=guide, dropout=dropout)
+    assert (bnn._local_reparameterization is not None) is expected
+    settings = BNN.Settings(guide=guide, dropout=dropout)
+    assert settings.local_reparameterization is None  # null in the config: the guide decides

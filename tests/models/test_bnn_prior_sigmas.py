@@ -64,3 +64,27 @@ def test_a_gaussian_prior_has_the_configured_sigma():
         for w in WEIGHTS.flatten().tolist()
     )
     assert first_layer_log_prior(bnn) == pytest.approx(expected, rel=1e-6)
+
+
+def layer_prior_scales(bnn: BNN, x: torch.Tensor) -> dict[str, float]:
+    trace = poutine.trace(bnn.model).get_trace(x, torch.zeros(len(x)))
+    return {
+        name: site["fn"].base_dist.scale.unique().item()
+        for name, site in trace.nodes.items()
+        if name.startswith("layers.")
+    }
+
+
+def test_the_fan_in_rule_gives_each_layer_sigma_times_sqrt_two_over_its_inputs():
+    """prior_scale=fan_in: s = prior_sigma * sqrt(2 / fan-in), per layer, weights and biases."""
+    bnn = BNN(6, 1, likelihood="normal", hidden_dims=[3], prior="gaussian",
+              prior_sigma=0.5, prior_scale="fan_in")
+    scales = layer_prior_scales(bnn, torch.zeros(2, 6))
+    for layer, fan_in in [(0, 6), (1, 3)]:
+        for part in ("weight", "bias"):
+            assert scales[f"layers.{layer}.{part}"] == pytest.approx(0.5 * math.sqrt(2 / fan_in))
+
+
+def test_the_fixed_rule_gives_every_layer_prior_sigma():
+    bnn = BNN(6, 1, likelihood="normal", hidden_dims=[3], prior="gaussian", prior_sigma=0.5)
+    assert set(layer_prior_scales(bnn, torch.zeros(2, 6)).values()) == {0.5}

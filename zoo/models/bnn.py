@@ -84,6 +84,9 @@ class BNNSettings(ModelSettings):
     )
     prior: Literal["gaussian", "scale_mixture"] = setting("gaussian", "gaussian or scale_mixture")
     prior_sigma: float = setting(1.0, "a finite number > 0", gt=0.0)
+    prior_scale: Literal["fixed", "fan_in"] = setting(
+        "fixed", "fixed (sigma = prior_sigma) or fan_in (sigma = prior_sigma * sqrt(2 / fan-in))"
+    )
     mixture_pi: float = setting(0.5, "a number in [0, 1]", ge=0.0, le=1.0)
     neg_log_sigma1: float = setting(0.0, NEG_LOG_SIGMA, ge=-20.0, le=20.0)
     neg_log_sigma2: float = setting(6.0, NEG_LOG_SIGMA, ge=-20.0, le=20.0)
@@ -94,7 +97,9 @@ class BNNSettings(ModelSettings):
         [-5.0, -4.0], "two numbers [low, high] with low <= high, e.g. [-5, -4]",
         min_length=2, max_length=2,
     )
-    local_reparameterization: bool = setting(False, "true or false (guide=bbb only)")
+    local_reparameterization: bool | None = setting(
+        None, "true, false or null (null: true for guide=bbb, false otherwise)"
+    )
     dropout: float = setting(0.0, "a number in [0, 1)", ge=0.0, lt=1.0)
     plot_range: list[float] | None = setting(
         None, "two numbers [low, high] with low < high, or null", trains=False,
@@ -115,7 +120,7 @@ class BNNSettings(ModelSettings):
                 f"guide={self.guide} needs {'dropout > 0' if self.guide == 'mc_dropout' else 'dropout = 0'} "
                 "(MC dropout is dropout kept on at prediction; the other guides take none)",
             )
-        if self.local_reparameterization and self.guide != "bbb":
+        if self.local_reparameterization is True and self.guide != "bbb":
             raise SettingError(
                 "local_reparameterization", True, f"it needs guide=bbb (Normal weights), not {self.guide}"
             )
@@ -140,32 +145,45 @@ class BNNSettings(ModelSettings):
         return None
 
 
-Prior = Callable[[torch.Tensor, tuple[int, ...]], dist.Distribution]
+Prior = Callable[[torch.Tensor, tuple[int, ...], int], dist.Distribution]
 
 
 def make_prior(
     name: str,
     *,
     sigma: float = 1.0,
+    scale: str = "fixed",
     mixture_pi: float = 0.5,
     neg_log_sigma1: float = 0.0,
     neg_log_sigma2: float = 6.0,
 ) -> Prior:
-    """``prior(zero, shape)``: the prior of one weight tensor of ``shape``, on ``zero``'s device.
+    """``prior(zero, shape, fan_in)``: the prior of one weight tensor of ``shape`` in a layer
+    with ``fan_in`` inputs per output, on ``zero``'s device.
 
-    :param str name: ``gaussian`` (Normal(0, ``sigma``^2)) or ``scale_mixture`` (weight
+    :param str name: ``gaussian`` (Normal(0, s^2)) or ``scale_mixture`` (weight
         ``mixture_pi`` on N(0, sigma1^2), the rest on N(0, sigma2^2), with
         ``sigma_k = exp(-neg_log_sigma_k)`` as Blundell et al. write them).
+    :param str scale: the rule for the Gaussian's s: ``fixed`` (s = ``sigma`` in every
+        layer) or ``fan_in`` (s = ``sigma * sqrt(2 / fan_in)``, He et al.'s initial scale
+        for ReLU networks: a draw from the prior keeps the pre-activations' variance from
+        layer to layer, where N(0, 1) on a 784-input layer multiplies it by 784).
     """
     if name == "gaussian":
         if not sigma > 0:
             raise ValueError(f"prior_sigma must be > 0, got {sigma}")
-        return lambda zero, shape: dist.Normal(zero, sigma).expand(shape).to_event(len(shape))
+        if scale not in ("fixed", "fan_in"):
+            raise ValueError(f"prior_scale must be fixed or fan_in, got {scale!r}")
+
+        def gaussian(zero, shape, fan_in):
+            s = sigma * math.sqrt(2.0 / fan_in) if scale == "fan_in" else sigma
+            return dist.Normal(zero, s).expand(shape).to_event(len(shape))
+
+        return gaussian
     if name == "scale_mixture":
         if not 0 <= mixture_pi <= 1:
             raise ValueError(f"mixture_pi must be in [0, 1], got {mixture_pi}")
         sigma1, sigma2 = math.exp(-neg_log_sigma1), math.exp(-neg_log_sigma2)
-        return lambda zero, shape: (
+        return lambda zero, shape, fan_in: (
             ScaleMixtureNormal(zero, sigma1, sigma2, mixture_pi).expand(shape).to_event(len(shape))
         )
     raise ValueError(f"prior must be one of {PRIORS}, got {name!r}")
@@ -184,8 +202,10 @@ class BayesianLinear(PyroModule):
         self.prior = prior
         # the priors are built on this buffer's device, so .to(device) moves them too
         self.register_buffer("zero", torch.zeros(()), persistent=False)
-        self.weight = PyroSample(lambda layer: layer.prior(layer.zero, (out_features, in_features)))
-        self.bias = PyroSample(lambda layer: layer.prior(layer.zero, (out_features,)))
+        self.weight = PyroSample(
+            lambda layer: layer.prior(layer.zero, (out_features, in_features), in_features)
+        )
+        self.bias = PyroSample(lambda layer: layer.prior(layer.zero, (out_features,), in_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return linear(x, self.weight, self.bias)  # (B, in) -> (B, out)
@@ -206,8 +226,9 @@ class BNN(ZooModel):
     :param bool learn_noise: put a prior on log sigma_y and infer it with the weights.
     :param str guide: ``bbb``, ``map`` or ``mc_dropout``.
     :param init_rho: ``(low, high)`` of the initial rho of Bayes by Backprop.
-    :param bool local_reparameterization: sample pre-activations instead of weights
-        (``guide=bbb`` only).
+    :param prior_scale: ``fixed`` or ``fan_in``: see :func:`make_prior`.
+    :param local_reparameterization: sample pre-activations instead of weights
+        (``guide=bbb`` only); ``None``: on for ``guide=bbb``.
     :param float dropout: dropout rate after each hidden layer (``guide=mc_dropout`` only).
     :param plot_range: ``(low, high)`` of the 1-D regression figure; by default the training
         inputs' range widened by half its width on each side.
@@ -225,6 +246,7 @@ class BNN(ZooModel):
         activation: str = "relu",
         prior: str = "gaussian",
         prior_sigma: float = 1.0,
+        prior_scale: str = "fixed",
         mixture_pi: float = 0.5,
         neg_log_sigma1: float = 0.0,
         neg_log_sigma2: float = 6.0,
@@ -232,7 +254,7 @@ class BNN(ZooModel):
         learn_noise: bool = False,
         guide: str = "bbb",
         init_rho: Sequence[float] = (-5.0, -4.0),
-        local_reparameterization: bool = False,
+        local_reparameterization: bool | None = None,
         dropout: float = 0.0,
         plot_range: Sequence[float] | None = None,
     ) -> None:
@@ -250,6 +272,8 @@ class BNN(ZooModel):
                 f"guide={guide} with dropout={dropout}: MC dropout needs dropout > 0, and the "
                 "other guides take dropout = 0 (dropout kept on at prediction is MC dropout)"
             )
+        if local_reparameterization is None:
+            local_reparameterization = guide == "bbb"
         if local_reparameterization and guide != "bbb":
             raise ValueError("local_reparameterization needs guide=bbb (Normal weights)")
         if not noise > 0:
@@ -266,6 +290,7 @@ class BNN(ZooModel):
         weight_prior = make_prior(
             prior,
             sigma=prior_sigma,
+            scale=prior_scale,
             mixture_pi=mixture_pi,
             neg_log_sigma1=neg_log_sigma1,
             neg_log_sigma2=neg_log_sigma2,
