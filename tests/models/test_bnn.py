@@ -184,15 +184,16 @@ def test_calibration_error_and_auroc_by_hand():
 def test_classification_metrics_and_reliability_figure(tmp_path, guide, extra):
     data = load_dataset("digits")
     bnn = BNN.build(data, hidden_dims=[16], guide=guide, **extra)
-    metrics = bnn.evaluate(data, num_samples=5, ood_size=50)
+    metrics = bnn.evaluate(data, num_samples=5, ood=["noise"], ood_size=50)
+    ood = [f"test/ood/noise/{key}" for key in ("entropy", "mutual_information", "auroc_entropy", "auroc_mi")]
     assert set(metrics) == {
         "test/error",
         "test/nll",
         "test/brier",
         "test/ece",
         "test/entropy",
-        "test/entropy_ood",
-        "test/ood_auroc",
+        "test/mutual_information",
+        *ood,
     }
     # the reliability table holds the test rows only (not the OOD ones), and the error agrees
     # with its per-bin accuracies; the metrics' arithmetic is checked by hand in test_bnn_nll.py
@@ -203,7 +204,8 @@ def test_classification_metrics_and_reliability_figure(tmp_path, guide, extra):
     assert 0 <= metrics["test/ece"] <= 1
     assert 0 <= metrics["test/brier"] <= 2 and metrics["test/nll"] > 0
     figures = bnn.figures(data, [{"epoch": 1, "train/loss": 1.0, "beta": 1.0}], tmp_path)
-    assert set(figures) == {"elbo_curve", "reliability"}
+    assert set(figures) == {"elbo_curve", "reliability", "entropy"}
+    assert os.path.getsize(figures["entropy"]) > 1000
     assert os.path.getsize(figures["reliability"]) > 1000
 
 

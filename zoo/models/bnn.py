@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -36,7 +36,7 @@ from zoo import plots
 from zoo.data import DATASETS, load_dataset
 from zoo.distributions import ScaleMixtureNormal
 from zoo.guides import BayesByBackprop, init_to_fan_in_uniform
-from zoo.handlers import LocalReparameterizationMessenger, linear
+from zoo.handlers import FlipoutMessenger, LocalReparameterizationMessenger, conv2d, linear
 from zoo.models.base import ModelSettings, ZooModel, data_plate
 from zoo.progress import progress_bar
 from zoo.schema import SettingError, Settings, setting
@@ -47,7 +47,11 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "softplus": F.softplus,
     "elu": F.elu,
 }
-GUIDES = ("bbb", "map", "mc_dropout")
+GUIDES = ("bbb", "map", "mc_dropout", "ensemble")
+ARCHITECTURES = ("mlp", "lenet5")
+LENET5_CHANNELS = (6, 16, 120)  # 5x5 convolutions; a 2x2 max-pool after the first two
+LENET5_KERNEL = 5
+DEFAULT_ENSEMBLE_SIZE = 5
 PRIORS = ("gaussian", "scale_mixture")
 OOD_SEED = 20150521  # the noise images are the same in every run
 
@@ -59,23 +63,39 @@ class BNNEvaluation(Settings):
     num_samples: int = setting(100, "an integer >= 1 (weight draws of the predictive)", ge=1)
     batch_size: int = setting(1000, "an integer >= 1 (test rows per pass)", ge=1)
     calibration_bins: int = setting(15, "an integer >= 1 (ECE bins)", ge=1)
-    ood: str | None = setting(
-        "noise", "noise, the name of a data set with as many features, or null for none"
+    ood: list[str] = setting(
+        ["noise"],
+        "a list of out-of-distribution sets: noise, or names of data sets with as many features "
+        "or images of another size (resized), e.g. [noise, digits]; [] or null for none",
     )
     ood_size: int = setting(2000, "an integer >= 1", ge=1)
 
+    @field_validator("ood", mode="before")
+    @classmethod
+    def _as_list(cls, ood):
+        if ood is None:
+            return []
+        return [ood] if isinstance(ood, str) else ood
+
     @field_validator("ood")
     @classmethod
-    def _known_ood(cls, ood: str | None) -> str | None:
-        if ood is not None and ood != "noise" and ood not in DATASETS:
-            raise ValueError(
-                f"it must be noise, null or one of the data sets {', '.join(sorted(DATASETS))}"
-            )
+    def _known_ood(cls, ood: list[str]) -> list[str]:
+        for name in ood:
+            if name != "noise" and name not in DATASETS:
+                raise ValueError(
+                    f"{name!r} is not an out-of-distribution set: each must be noise or one of "
+                    f"the data sets {', '.join(sorted(DATASETS))}"
+                )
+        if len(set(ood)) != len(ood):
+            raise ValueError(f"it names a set twice: {ood}")
         return ood
 
 
 class BNNSettings(ModelSettings):
     name: Literal["bnn"] = "bnn"
+    architecture: Literal["mlp", "lenet5"] = setting(
+        "mlp", "mlp or lenet5 (three 5x5 convolutions of 6, 16, 120 channels, then hidden_dims)"
+    )
     hidden_dims: list[Annotated[int, Field(ge=1)]] = setting(
         [400, 400], "a list of integers >= 1, e.g. [100, 100] or [] for none"
     )
@@ -92,13 +112,21 @@ class BNNSettings(ModelSettings):
     neg_log_sigma2: float = setting(6.0, NEG_LOG_SIGMA, ge=-20.0, le=20.0)
     noise: float = setting(0.1, "a finite number > 0", gt=0.0)
     learn_noise: bool = setting(False, "true or false")
-    guide: Literal["bbb", "map", "mc_dropout"] = setting("bbb", "bbb, map or mc_dropout")
+    guide: Literal["bbb", "map", "mc_dropout", "ensemble"] = setting(
+        "bbb", "bbb, map, mc_dropout or ensemble"
+    )
+    ensemble_size: int | None = setting(
+        None, f"an integer >= 2, or null ({DEFAULT_ENSEMBLE_SIZE} for guide=ensemble)", ge=2
+    )
     init_rho: list[float] = setting(
         [-5.0, -4.0], "two numbers [low, high] with low <= high, e.g. [-5, -4]",
         min_length=2, max_length=2,
     )
     local_reparameterization: bool | None = setting(
         None, "true, false or null (null: true for guide=bbb, false otherwise)"
+    )
+    flipout: bool | None = setting(
+        None, "true, false or null (null: true for guide=bbb with architecture=lenet5)"
     )
     dropout: float = setting(0.0, "a number in [0, 1)", ge=0.0, lt=1.0)
     plot_range: list[float] | None = setting(
@@ -120,29 +148,50 @@ class BNNSettings(ModelSettings):
                 f"guide={self.guide} needs {'dropout > 0' if self.guide == 'mc_dropout' else 'dropout = 0'} "
                 "(MC dropout is dropout kept on at prediction; the other guides take none)",
             )
-        if self.local_reparameterization is True and self.guide != "bbb":
+        for key in ("local_reparameterization", "flipout"):
+            if getattr(self, key) is True and self.guide != "bbb":
+                raise SettingError(key, True, f"it needs guide=bbb (Normal weights), not {self.guide}")
+        if self.flipout is True and self.architecture != "lenet5":
+            raise SettingError("flipout", True, "it needs architecture=lenet5 (convolutions)")
+        if self.ensemble_size is not None and self.guide != "ensemble":
             raise SettingError(
-                "local_reparameterization", True, f"it needs guide=bbb (Normal weights), not {self.guide}"
+                "ensemble_size", self.ensemble_size, f"it needs guide=ensemble, not {self.guide}"
             )
         return self
 
     def data_problem(self, data) -> str | None:
         if data.num_classes is None and data.kind != "regression":
             return f"model=bnn needs labels or regression targets, and data={data.name} has neither"
-        for key, ood in [
-            ("evaluation.ood", self.evaluation.ood),
-            ("periodic_evaluation.ood", self.periodic_evaluation.get("ood", self.evaluation.ood)),
-        ]:
-            if ood in (None, "noise") or data.num_classes is None:
-                continue
-            features = load_dataset(ood).num_features  # loaded now: a missing file fails early
-            if features != data.num_features:
-                return (
-                    f"model.{key} = {ood!r} is not valid with data={data.name}: its inputs have "
-                    f"{features} features and the model's {data.num_features}; use noise, null or "
-                    "a data set with as many features"
-                )
+        if self.architecture == "lenet5" and not _is_image(data.shape):
+            return (
+                f"model.architecture=lenet5 needs images (data.shape (height, width)), and "
+                f"data={data.name} has items of shape {tuple(data.shape)}; use architecture=mlp"
+            )
+        periodic = BNNEvaluation._as_list(self.periodic_evaluation.get("ood", self.evaluation.ood))
+        for key, names in [("evaluation.ood", self.evaluation.ood), ("periodic_evaluation.ood", periodic)]:
+            if data.num_classes is None:
+                break
+            for name in names:
+                if name == "noise":
+                    continue
+                ood = load_dataset(name)  # loaded now: a missing file fails early
+                if not _fits(ood, data):
+                    return (
+                        f"model.{key} = {name!r} is not valid with data={data.name}: its items have "
+                        f"shape {tuple(ood.shape)} and the model's {tuple(data.shape)}; use noise, "
+                        "a data set with as many features, or images (resized to the model's)"
+                    )
         return None
+
+
+def _is_image(shape: Sequence[int]) -> bool:
+    return len(shape) == 2
+
+
+def _fits(ood, data) -> bool:
+    """Whether ``ood``'s items can be shown to a model of ``data``: as many features, or both
+    sets images (which are resized)."""
+    return ood.num_features == data.num_features or (_is_image(ood.shape) and _is_image(data.shape))
 
 
 Prior = Callable[[torch.Tensor, tuple[int, ...], int], dist.Distribution]
@@ -211,11 +260,77 @@ class BayesianLinear(PyroModule):
         return linear(x, self.weight, self.bias)  # (B, in) -> (B, out)
 
 
+class BayesianConv2d(PyroModule):
+    """A 5x5 (``kernel``) convolution with "same" padding, weights ``(out, in, k, k)`` and
+    bias ``(out,)`` drawn from ``prior`` at each call, then an optional 2x2 max-pool.
+
+    Calls :func:`zoo.handlers.conv2d`, so flipout can replace the shared weight draw by
+    per-example perturbations.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, prior: Prior, *, kernel: int, pool: bool
+    ) -> None:
+        super().__init__()
+        self.in_features = in_channels * kernel * kernel  # the fan-in of one output
+        self.kernel, self.pool = kernel, pool
+        self.prior = prior
+        self.register_buffer("zero", torch.zeros(()), persistent=False)
+        shape = (out_channels, in_channels, kernel, kernel)
+        self.weight = PyroSample(lambda layer: layer.prior(layer.zero, shape, layer.in_features))
+        self.bias = PyroSample(
+            lambda layer: layer.prior(layer.zero, (out_channels,), layer.in_features)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return conv2d(x, self.weight, self.bias, padding=self.kernel // 2)  # (B, C, H, W)
+
+
+def network_layers(
+    architecture: str, num_features: int, image_shape: Sequence[int] | None,
+    hidden_dims: Sequence[int], num_outputs: int, prior: Prior,
+) -> list[PyroModule]:
+    """The Bayesian layers of one network: ``mlp`` (dense layers ``hidden_dims``) or
+    ``lenet5`` (LeNet-5 as in uncertainty-baselines: 5x5 "same" convolutions of 6, 16 and 120
+    channels, 2x2 max-pools after the first two, then dense ``hidden_dims``, e.g. [84])."""
+    layers: list[PyroModule] = []
+    if architecture == "lenet5":
+        height, width = image_shape
+        channels = [1, *LENET5_CHANNELS]
+        for i, (c_in, c_out) in enumerate(zip(channels, channels[1:])):
+            pool = i < 2
+            layers.append(BayesianConv2d(c_in, c_out, prior, kernel=LENET5_KERNEL, pool=pool))
+            if pool:  # "same" pooling: ceil, 28 -> 14 -> 7
+                height, width = -(-height // 2), -(-width // 2)
+        num_features = channels[-1] * height * width
+    sizes = [num_features, *hidden_dims, num_outputs]
+    layers += [BayesianLinear(n_in, n_out, prior) for n_in, n_out in zip(sizes, sizes[1:])]
+    return layers
+
+
+def init_to_layer_fan_in(fan_ins: dict[str, int]) -> Callable[[dict], torch.Tensor]:
+    """``init_loc_fn`` of the guides: a weight of a layer with ``fan_ins[site name]`` inputs
+    per output starts at ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` (torch's default for dense
+    and convolutional layers alike); other sites as :func:`zoo.guides.init_to_fan_in_uniform`.
+    A convolution's fan-in is ``in_channels * k * k``, not the last dimension of its weight."""
+
+    def init(site: dict) -> torch.Tensor:
+        shape = site["fn"].shape()
+        if site["name"] in fan_ins and len(shape) >= 2:
+            bound = 1.0 / math.sqrt(fan_ins[site["name"]])
+            return torch.empty(shape).uniform_(-bound, bound)
+        return init_to_fan_in_uniform(site)
+
+    return init
+
+
 class BNN(ZooModel):
     """An MLP whose weights are latent, for classification or regression.
 
     :param int num_features: input size D.
     :param int num_outputs: classes C, or 1 for regression.
+    :param str architecture: ``mlp`` or ``lenet5`` (see :func:`network_layers`).
+    :param image_shape: ``(height, width)`` of the images, for ``lenet5``.
     :param str likelihood: ``categorical`` or ``normal``.
     :param hidden_dims: sizes of the hidden layers.
     :param str activation: ``relu``, ``tanh``, ``softplus`` or ``elu``.
@@ -224,11 +339,16 @@ class BNN(ZooModel):
     :param float noise: the observation noise sigma_y (regression); the prior median of
         sigma_y when ``learn_noise``.
     :param bool learn_noise: put a prior on log sigma_y and infer it with the weights.
-    :param str guide: ``bbb``, ``map`` or ``mc_dropout``.
+    :param str guide: ``bbb``, ``map``, ``mc_dropout`` or ``ensemble`` (``ensemble_size`` MAP
+        networks trained side by side from their own random initial weights, on the same
+        minibatches; the predictive averages their softmaxes: Lakshminarayanan et al. 2017).
+    :param ensemble_size: the number of networks of ``guide=ensemble``; ``None``: 5.
     :param init_rho: ``(low, high)`` of the initial rho of Bayes by Backprop.
     :param prior_scale: ``fixed`` or ``fan_in``: see :func:`make_prior`.
     :param local_reparameterization: sample pre-activations instead of weights
         (``guide=bbb`` only); ``None``: on for ``guide=bbb``.
+    :param flipout: flipout for the convolutions (``guide=bbb`` and ``lenet5`` only);
+        ``None``: on for both.
     :param float dropout: dropout rate after each hidden layer (``guide=mc_dropout`` only).
     :param plot_range: ``(low, high)`` of the 1-D regression figure; by default the training
         inputs' range widened by half its width on each side.
@@ -242,6 +362,8 @@ class BNN(ZooModel):
         num_outputs: int,
         *,
         likelihood: str = "categorical",
+        architecture: str = "mlp",
+        image_shape: Sequence[int] | None = None,
         hidden_dims: Sequence[int] = (400, 400),
         activation: str = "relu",
         prior: str = "gaussian",
@@ -253,8 +375,10 @@ class BNN(ZooModel):
         noise: float = 0.1,
         learn_noise: bool = False,
         guide: str = "bbb",
+        ensemble_size: int | None = None,
         init_rho: Sequence[float] = (-5.0, -4.0),
         local_reparameterization: bool | None = None,
+        flipout: bool | None = None,
         dropout: float = 0.0,
         plot_range: Sequence[float] | None = None,
     ) -> None:
@@ -265,6 +389,16 @@ class BNN(ZooModel):
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         if guide not in GUIDES:
             raise ValueError(f"guide must be one of {GUIDES}, got {guide!r}")
+        if architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
+        if architecture == "lenet5" and (image_shape is None or len(image_shape) != 2):
+            raise ValueError(f"architecture=lenet5 needs image_shape (height, width), got {image_shape}")
+        if ensemble_size is not None and guide != "ensemble":
+            raise ValueError(f"ensemble_size needs guide=ensemble, got guide={guide!r}")
+        if flipout is None:
+            flipout = guide == "bbb" and architecture == "lenet5"
+        if flipout and (guide != "bbb" or architecture != "lenet5"):
+            raise ValueError("flipout needs guide=bbb (Normal weights) and architecture=lenet5")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if (guide == "mc_dropout") != (dropout > 0):
@@ -283,6 +417,9 @@ class BNN(ZooModel):
         self.activation = ACTIVATIONS[activation]
         self.dropout = dropout
         self.guide_name = guide
+        self.architecture = architecture
+        self.image_shape = tuple(image_shape) if image_shape is not None else None
+        self.ensemble_size = (ensemble_size or DEFAULT_ENSEMBLE_SIZE) if guide == "ensemble" else 1
         self.log_noise_prior = math.log(noise)
         self.learn_noise = learn_noise and likelihood == "normal"
         self.plot_range = tuple(plot_range) if plot_range is not None else None
@@ -295,21 +432,41 @@ class BNN(ZooModel):
             neg_log_sigma1=neg_log_sigma1,
             neg_log_sigma2=neg_log_sigma2,
         )
-        sizes = [num_features, *hidden_dims, num_outputs]
-        self.layers = PyroModule[torch.nn.ModuleList](
-            [BayesianLinear(n_in, n_out, weight_prior) for n_in, n_out in zip(sizes, sizes[1:])]
-        )
+        def layers():
+            return PyroModule[torch.nn.ModuleList](
+                network_layers(architecture, num_features, self.image_shape, hidden_dims,
+                               num_outputs, weight_prior)
+            )
+
         # add_module prefixed the layers with this object's unique name; the sample sites
-        # are named "layers.0.weight" instead, so that a guide or checkpoint made in one
-        # process fits a BNN of the same shape in another
-        self.layers._pyro_set_supermodule("layers", self._pyro_context)
-        self._local_reparameterization = (
-            LocalReparameterizationMessenger() if local_reparameterization else None
-        )
-        if guide == "bbb":
-            self.approximation = BayesByBackprop(self.model, init_rho=tuple(init_rho))
+        # are named "layers.0.weight" (an ensemble's "members.2.0.weight") instead, so that a
+        # guide or checkpoint made in one process fits a BNN of the same shape in another
+        if guide == "ensemble":
+            self.members = PyroModule[torch.nn.ModuleList](
+                [layers() for _ in range(self.ensemble_size)]
+            )
+            self.members._pyro_set_supermodule("members", self._pyro_context)
+            networks = {f"members.{m}": member for m, member in enumerate(self.members)}
         else:
-            self.approximation = AutoDelta(self.model, init_loc_fn=init_to_fan_in_uniform)
+            self.layers = layers()
+            self.layers._pyro_set_supermodule("layers", self._pyro_context)
+            networks = {"layers": self.layers}
+        fan_ins = {
+            f"{prefix}.{i}.weight": layer.in_features
+            for prefix, network in networks.items()
+            for i, layer in enumerate(network)
+        }
+        handlers = []
+        if local_reparameterization:
+            handlers.append(LocalReparameterizationMessenger())
+        if flipout:
+            handlers.append(FlipoutMessenger())
+        self._handlers = handlers
+        init = init_to_layer_fan_in(fan_ins)
+        if guide == "bbb":
+            self.approximation = BayesByBackprop(self.model, init_loc_fn=init, init_rho=tuple(init_rho))
+        else:
+            self.approximation = AutoDelta(self.model, init_loc_fn=init)
         # the first call traces the model and creates the guide's parameters: now, so that
         # .to(device), state_dict and load_state_dict see them
         x0 = torch.zeros(1, num_features)
@@ -320,10 +477,13 @@ class BNN(ZooModel):
     @classmethod
     def build(cls, data, **settings) -> BNN:
         """A classifier for a labelled data set, a regression for ``kind="regression"``."""
+        image_shape = tuple(data.shape) if _is_image(data.shape) else None
         if data.num_classes is not None:
-            return cls(data.num_features, data.num_classes, likelihood="categorical", **settings)
+            return cls(data.num_features, data.num_classes, likelihood="categorical",
+                       image_shape=image_shape, **settings)
         if data.kind == "regression":
-            return cls(data.num_features, 1, likelihood="normal", **settings)
+            return cls(data.num_features, 1, likelihood="normal", image_shape=image_shape,
+                       **settings)
         raise ValueError(f"data set {data.name!r} has neither classes nor regression targets")
 
     def _dummy_targets(self, x: torch.Tensor) -> torch.Tensor:
@@ -331,18 +491,38 @@ class BNN(ZooModel):
             return torch.zeros(len(x), dtype=torch.long, device=x.device)
         return x.new_zeros(len(x))
 
+    @property
+    def _local_reparameterization(self) -> LocalReparameterizationMessenger | None:
+        return next((h for h in self._handlers if isinstance(h, LocalReparameterizationMessenger)), None)
+
+    @contextmanager
     def _reparameterization(self):
-        return self._local_reparameterization or nullcontext()
+        with ExitStack() as stack:
+            for handler in self._handlers:
+                stack.enter_context(handler)
+            yield
 
     def network(self, x: torch.Tensor) -> torch.Tensor:
-        """The MLP with the weights of the current draw: (B, D) -> (B, num_outputs)."""
-        h = x
-        for i, layer in enumerate(self.layers):
+        """The network with the weights of the current draw: (B, D) -> (B, num_outputs), or
+        (M, B, num_outputs) for an ensemble of M."""
+        if self.guide_name == "ensemble":
+            return torch.stack([self._forward(member, x) for member in self.members])
+        return self._forward(self.layers, x)
+
+    def _forward(self, layers, x: torch.Tensor) -> torch.Tensor:
+        h = x if self.architecture == "mlp" else x.view(len(x), 1, *self.image_shape)
+        pool = False
+        for i, layer in enumerate(layers):
             if i > 0:
                 h = self.activation(h)
+                if pool:
+                    h = F.max_pool2d(h, 2, ceil_mode=True)
                 if self.dropout > 0:
                     h = F.dropout(h, self.dropout, training=True)  # on at prediction too
+                if isinstance(layer, BayesianLinear) and h.dim() > 2:
+                    h = h.flatten(1)
             h = layer(h)
+            pool = getattr(layer, "pool", False)
         return h
 
     def _observation_noise(self, x: torch.Tensor) -> torch.Tensor:
@@ -356,12 +536,19 @@ class BNN(ZooModel):
         with self._reparameterization():
             out = self.network(x)  # (B, C); outside the data plate: one draw for the batch
         if self.likelihood == "categorical":
-            with data_plate(x, size):
+            with self._members_plate(), data_plate(x, size):
                 return pyro.sample("y", dist.Categorical(logits=out), obs=y)
         noise = self._observation_noise(x)
-        with data_plate(x, size):
+        with self._members_plate(), data_plate(x, size):
             y = y.reshape(-1) if y is not None else None  # (B,) or (B, 1) -> (B,)
             return pyro.sample("y", dist.Normal(out.squeeze(-1), noise), obs=y)
+
+    def _members_plate(self):
+        """An ensemble's networks explain the data side by side: the likelihood is the sum
+        of each member's, so each is trained as if alone (on the same minibatches)."""
+        if self.guide_name != "ensemble":
+            return nullcontext()
+        return pyro.plate("members", self.ensemble_size, dim=-2)
 
     @pyro_method
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, size: int | None = None):
@@ -373,14 +560,14 @@ class BNN(ZooModel):
     @pyro_method
     def _outputs(self, x: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         # one pyro_method call: the weights are drawn once and serve every batch
-        out = torch.cat([self.network(batch) for batch in x.split(batch_size)])
+        out = torch.cat([self.network(batch) for batch in x.split(batch_size)], dim=-2)
         noise = self._observation_noise(x) if self.likelihood == "normal" else x.new_zeros(())
         return out, noise
 
     def draws(self, num_samples: int) -> int:
-        """How many draws of the weights a predictive of ``num_samples`` makes: the MAP guide
-        without dropout has one point, so one draw."""
-        return 1 if self.guide_name == "map" else num_samples
+        """How many networks a predictive of ``num_samples`` averages: the MAP guide has one
+        point, so one draw; an ensemble its M members."""
+        return {"map": 1, "ensemble": self.ensemble_size}.get(self.guide_name, num_samples)
 
     @torch.no_grad()
     def predictive_draws(
@@ -389,6 +576,11 @@ class BNN(ZooModel):
         """Yields ``(outputs (N, num_outputs), sigma_y)`` for ``num_samples`` draws of the
         weights from the guide; the MAP guide without dropout has one draw only."""
         x0 = x[:1]
+        if self.guide_name == "ensemble":  # one point of the guide holds every member
+            guide_trace = poutine.trace(self.approximation).get_trace(x0, self._dummy_targets(x0))
+            outputs, noise = poutine.replay(self._outputs, trace=guide_trace)(x, batch_size)
+            yield from ((member, noise) for member in outputs)
+            return
         for _ in range(self.draws(num_samples)):
             guide_trace = poutine.trace(self.approximation).get_trace(x0, self._dummy_targets(x0))
             yield poutine.replay(self._outputs, trace=guide_trace)(x, batch_size)
@@ -410,7 +602,7 @@ class BNN(ZooModel):
         num_samples: int = 100,
         batch_size: int = 1000,
         calibration_bins: int = 15,
-        ood: str | None = "noise",
+        ood: Sequence[str] | str | None = ("noise",),
         ood_size: int = 2000,
         progress: bool = False,
     ) -> dict[str, float]:
@@ -418,14 +610,18 @@ class BNN(ZooModel):
         draws of the weights.
 
         Classification: error, NLL, Brier score (sum over classes), expected calibration
-        error over ``calibration_bins`` equal-width bins, the mean predictive entropy of the
-        test set and of ``ood_size`` out-of-distribution inputs (``noise``: uniform noise
-        images; or the name of a data set with the same number of features), and the AUROC
-        of telling them apart by entropy. Regression: RMSE of the predictive mean, the test
+        error over ``calibration_bins`` equal-width bins, the mean predictive entropy and
+        mutual information (between the label and the weights: the epistemic part of the
+        entropy) of the test set; for each out-of-distribution set in ``ood`` (``noise``:
+        ``ood_size`` uniform-noise images; or the name of a data set with the same number of
+        features, or of images, resized to the model's), its mean entropy and mutual
+        information and the AUROC of telling it from the test set by each
+        (``test/ood/<set>/auroc_entropy``, ``.../auroc_mi``). Regression: RMSE of the predictive mean, the test
         log-likelihood per point, and the coverage of the central 50% and 95% intervals of
         the predictive mixture (from its CDF: :func:`mixture_coverage`).
         """
         self._last_evaluation = {"num_samples": num_samples, "batch_size": batch_size}
+        ood = BNNEvaluation._as_list(ood)
         if self.likelihood == "normal":
             return self._evaluate_regression(data, num_samples, batch_size, progress)
         return self._evaluate_classification(
@@ -433,32 +629,40 @@ class BNN(ZooModel):
         )
 
     def _ood_inputs(self, name: str, like: torch.Tensor, size: int) -> torch.Tensor:
+        """``size`` inputs of the out-of-distribution set ``name``, in the model's shape."""
         if name == "noise":
             generator = torch.Generator().manual_seed(OOD_SEED)
             return torch.rand(size, like.shape[1], generator=generator).to(like)
-        x = load_dataset(name).test_x[:size].to(like)
-        if x.shape[1] != like.shape[1]:
-            raise ValueError(
-                f"ood data set {name!r} has {x.shape[1]} features, the model {like.shape[1]}"
-            )
-        return x
+        ood = load_dataset(name)
+        x = ood.test_x[:size].to(like)
+        if x.shape[1] == like.shape[1]:
+            return x
+        if self.image_shape is not None and _is_image(ood.shape):
+            return resize_images(x, ood.shape, self.image_shape)
+        raise ValueError(
+            f"ood data set {name!r} has {x.shape[1]} features, the model {like.shape[1]}"
+        )
 
     def _evaluate_classification(
         self, data, num_samples, batch_size, bins, ood, ood_size, progress=False
     ):
         x, y = data.test_x, data.test_y
         n = len(x)
-        if ood:
-            x = torch.cat([x, self._ood_inputs(ood, x, ood_size)])
+        parts = {name: self._ood_inputs(name, x, ood_size) for name in ood}
+        x = torch.cat([x, *parts.values()])
         log_mean = None  # log of the running sum of the class probabilities, (N, C)
+        draw_entropy = torch.zeros(len(x), device=x.device)  # sum over draws of H[p(y|x, w)]
         draws = 0
         for out, _ in self._shown_draws(x, num_samples, batch_size, progress):
             log_p = F.log_softmax(out, dim=-1)
             log_mean = log_p if log_mean is None else torch.logaddexp(log_mean, log_p)
+            draw_entropy -= (log_p.exp() * log_p).sum(-1)
             draws += 1
         log_mean = log_mean - math.log(draws)
         probs = log_mean.exp()
         entropy = -(probs * log_mean).sum(-1)  # (N,)
+        # I(y; w | x) = H[mean_w p] - mean_w H[p]: 0 for one draw; clamped against rounding
+        information = (entropy - draw_entropy / draws).clamp_min(0.0)
         p_test, log_test = probs[:n], log_mean[:n]
         confidence, predicted = p_test.max(-1)
         correct = (predicted == y).float()
@@ -471,10 +675,19 @@ class BNN(ZooModel):
             "test/brier": ((p_test - one_hot) ** 2).sum(-1).mean().item(),
             "test/ece": expected_calibration_error(reliability),
             "test/entropy": entropy[:n].mean().item(),
+            "test/mutual_information": information[:n].mean().item(),
         }
-        if ood:
-            metrics["test/entropy_ood"] = entropy[n:].mean().item()
-            metrics["test/ood_auroc"] = auroc(entropy[:n], entropy[n:])
+        entropies = {"test": entropy[:n]}
+        start = n
+        for name, part in parts.items():
+            span = slice(start, start + len(part))
+            start += len(part)
+            entropies[name] = entropy[span]
+            metrics[f"test/ood/{name}/entropy"] = entropy[span].mean().item()
+            metrics[f"test/ood/{name}/mutual_information"] = information[span].mean().item()
+            metrics[f"test/ood/{name}/auroc_entropy"] = auroc(entropy[:n], entropy[span])
+            metrics[f"test/ood/{name}/auroc_mi"] = auroc(information[:n], information[span])
+        self._last_evaluation["entropies"] = entropies
         return metrics
 
     def _regression_draws(
@@ -518,6 +731,12 @@ class BNN(ZooModel):
                 out_dir / "bands.png",
                 title=f"{self.guide_name}: predictive mean, 50% and 95% intervals",
             )
+        if len(self._last_evaluation.get("entropies", {})) > 1:
+            written["entropy"] = plots.entropy_histograms(
+                self._last_evaluation["entropies"],
+                out_dir / "entropy.png",
+                title=f"{self.guide_name} on {data.name}: predictive entropy",
+            )
         if "reliability" in self._last_evaluation:
             written["reliability"] = plots.reliability_diagram(
                 *self._last_evaluation["reliability"],
@@ -525,6 +744,16 @@ class BNN(ZooModel):
                 title=f"{self.guide_name} on {data.name}",
             )
         return {name: str(path) for name, path in written.items()}
+
+
+def resize_images(
+    x: torch.Tensor, shape: Sequence[int], to: Sequence[int]
+) -> torch.Tensor:
+    """Flat images ``(N, H*W)`` of ``shape`` (H, W), resized to ``to`` by bilinear
+    interpolation (the shipped 8x8 digits as 28x28 out-of-distribution inputs)."""
+    images = x.view(len(x), 1, *shape)
+    resized = F.interpolate(images, size=tuple(to), mode="bilinear", align_corners=False)
+    return resized.clamp(0.0, 1.0).flatten(1)
 
 
 def _widened(x: torch.Tensor) -> tuple[float, float]:
