@@ -5,7 +5,9 @@ Usage (from the repository root; nice: it keeps both cores busy for minutes)::
     nice -n 19 .venv/bin/python benchmarks/mutation/run.py schedules
     nice -n 19 .venv/bin/python benchmarks/mutation/run.py schedules --show   # survivors' diffs
 
-Each entry of ``modules.toml`` names the files to mutate and the fast tests that guard them.
+Each entry of ``modules.toml`` names the files to mutate and the fast tests that guard them,
+and optionally ``functions``: only those functions and methods (``all_finite``,
+``Trainer.resume``; ``*`` as a wildcard) of a single mutated file are mutated and counted.
 The run happens in ``$TMPDIR/zoo-mutation/<name>`` (a copy of zoo/, conf/, tests/ and
 pyproject.toml, with a ``[tool.mutmut]`` section for that entry), so the shared checkout never
 holds a ``mutants/`` folder or a half-mutated file, and two entries can be run one after the
@@ -18,6 +20,7 @@ which is why each entry gets its own copy rather than one section in ours.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import os
 import shutil
 import subprocess
@@ -81,6 +84,35 @@ def mutmut(work: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+def mutant_patterns(entry: dict) -> list[str]:
+    """mutmut's names of the mutants of ``entry["functions"]``, as ``fnmatch`` patterns:
+    ``zoo.train.x_all_finite__mutmut_*`` for a function, ``zoo.train.xǁTrainerǁresume__mutmut_*``
+    for a method (mutmut's own mangling); empty (every mutant) without ``functions``."""
+    functions = entry.get("functions", [])
+    if not functions:
+        return []
+    if len(entry["mutate"]) != 1 or not entry["mutate"][0].endswith(".py"):
+        raise SystemExit("modules.toml: 'functions' needs 'mutate' to name exactly one .py file")
+    module = entry["mutate"][0].removesuffix(".py").replace("/", ".")
+    patterns = []
+    for function in functions:
+        owner, _, name = function.rpartition(".")
+        mangled = f"x\u01c1{owner}\u01c1{name}" if owner else f"x_{name}"
+        patterns.append(f"{module}.{mangled}__mutmut_*")
+    return patterns
+
+
+def selected(results: str, patterns: list[str]) -> str:
+    """The lines of ``mutmut results`` whose mutant matches one of ``patterns`` (all without)."""
+    if not patterns:
+        return results
+    return "\n".join(
+        line
+        for line in results.splitlines()
+        if any(fnmatch.fnmatch(line.rsplit(":", 1)[0].strip(), p) for p in patterns)
+    )
+
+
 def counts(results: str) -> dict[str, int]:
     """mutmut's ``results --all true`` lines (``name: status``) counted by status."""
     tally: dict[str, int] = {}
@@ -100,12 +132,13 @@ def main() -> int:
     entries = tomllib.loads(MODULES.read_text())
     if args.name not in entries:
         parser.error(f"{args.name!r} is not in {MODULES.name}: {', '.join(entries)}")
+    patterns = mutant_patterns(entries[args.name])
     work = prepare(args.name, entries[args.name])
-    run = mutmut(work, "run", "--max-children", str(args.children))
+    run = mutmut(work, "run", "--max-children", str(args.children), *patterns)
     if run.returncode != 0:
         print(run.stdout[-4000:], run.stderr[-4000:], sep="\n")
         return run.returncode
-    results = mutmut(work, "results", "--all", "true").stdout
+    results = selected(mutmut(work, "results", "--all", "true").stdout, patterns)
     tally = counts(results)
     total = sum(tally.values())
     survived = tally.get("survived", 0) + tally.get("no tests", 0)
