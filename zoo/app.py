@@ -186,9 +186,10 @@ def format_summary(summary: dict) -> str:
         f"{summary['model']} on {summary['data']}, seed {summary['seed']}, {summary['epochs']} epochs"
         f" in {summary['time']['train_s']:.1f} s ({summary['device']})"
     ]
+    width = max([24, *(len(key) for key in summary["metrics"])])
     for key, value in summary["metrics"].items():
         lines.append(
-            f"  {key:<24} {value:.3f}" if isinstance(value, float) else f"  {key:<24} {value}"
+            f"  {key:<{width}} {value:.3f}" if isinstance(value, float) else f"  {key:<{width}} {value}"
         )
     lines.append(f"  summary: {Path(summary['out_dir']) / SUMMARY_NAME}")
     for name, path in summary["figures"].items():

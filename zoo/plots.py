@@ -248,7 +248,7 @@ def entropy_histograms(
     entropies: dict[str, torch.Tensor], path: Path, *, title: str = ""
 ) -> Path:
     """Histograms of the predictive entropy of each set of inputs (the test set first, then
-    the out-of-distribution sets), as densities over a common range from 0 to log C."""
+    the out-of-distribution sets), as densities over one range, from 0 to the largest."""
     fig, ax = _pyplot().subplots(figsize=(6, 4))
     values = {name: e.detach().cpu() for name, e in entropies.items()}
     top = max(max(v.max().item() for v in values.values()), 1e-6)

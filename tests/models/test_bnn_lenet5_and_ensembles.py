@@ -182,3 +182,10 @@ def test_ood_may_be_one_name_or_null():
 def test_lenet5_refuses_data_that_are_not_images():
     problem = BNNSettings(architecture="lenet5").data_problem(load_dataset("toy_regression"))
     assert "architecture=lenet5 needs images" in problem and "toy_regression" in problem
+
+
+def test_the_training_data_set_is_no_out_of_distribution_set():
+    data = load_dataset("digits")
+    metrics = BNN.build(data, guide="map", hidden_dims=[5]).evaluate(data, ood=["noise", "digits"])
+    assert "test/ood/noise/auroc_entropy" in metrics
+    assert not any(key.startswith("test/ood/digits/") for key in metrics)

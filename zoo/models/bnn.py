@@ -66,7 +66,8 @@ class BNNEvaluation(Settings):
     ood: list[str] = setting(
         ["noise"],
         "a list of out-of-distribution sets: noise, or names of data sets with as many features "
-        "or images of another size (resized), e.g. [noise, digits]; [] or null for none",
+        "or images of another size (resized), e.g. [noise, digits]; [] or null for none; the "
+        "training data set is skipped",
     )
     ood_size: int = setting(2000, "an integer >= 1", ge=1)
 
@@ -648,7 +649,9 @@ class BNN(ZooModel):
     ):
         x, y = data.test_x, data.test_y
         n = len(x)
-        parts = {name: self._ood_inputs(name, x, ood_size) for name in ood}
+        # the training data set itself is no out-of-distribution set (the default list names
+        # the digits, which a model of the digits has seen)
+        parts = {name: self._ood_inputs(name, x, ood_size) for name in ood if name != data.name}
         x = torch.cat([x, *parts.values()])
         log_mean = None  # log of the running sum of the class probabilities, (N, C)
         draw_entropy = torch.zeros(len(x), device=x.device)  # sum over draws of H[p(y|x, w)]
