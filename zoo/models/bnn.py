@@ -575,16 +575,20 @@ class BNN(ZooModel):
         self, x: torch.Tensor, num_samples: int, batch_size: int = 1000
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yields ``(outputs (N, num_outputs), sigma_y)`` for ``num_samples`` draws of the
-        weights from the guide; the MAP guide without dropout has one draw only."""
-        x0 = x[:1]
+        weights from the guide; the MAP guide without dropout has one draw only, an ensemble
+        one output per member."""
         if self.guide_name == "ensemble":  # one point of the guide holds every member
-            guide_trace = poutine.trace(self.approximation).get_trace(x0, self._dummy_targets(x0))
-            outputs, noise = poutine.replay(self._outputs, trace=guide_trace)(x, batch_size)
+            outputs, noise = self._outputs_at_one_draw(x, batch_size)
             yield from ((member, noise) for member in outputs)
             return
         for _ in range(self.draws(num_samples)):
-            guide_trace = poutine.trace(self.approximation).get_trace(x0, self._dummy_targets(x0))
-            yield poutine.replay(self._outputs, trace=guide_trace)(x, batch_size)
+            yield self._outputs_at_one_draw(x, batch_size)
+
+    def _outputs_at_one_draw(self, x: torch.Tensor, batch_size: int):
+        """:meth:`_outputs` at one draw of the weights from the guide."""
+        x0 = x[:1]
+        guide_trace = poutine.trace(self.approximation).get_trace(x0, self._dummy_targets(x0))
+        return poutine.replay(self._outputs, trace=guide_trace)(x, batch_size)
 
     def _shown_draws(self, x, num_samples, batch_size, progress):
         """:meth:`predictive_draws` with a bar over the draws (on a terminal, if ``progress``)."""
