@@ -157,6 +157,7 @@ def _run_in_owned_folder(cfg: DictConfig, spec: RunSpec, out_dir: Path, start: f
         "config_hash": identity_hash,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "epochs": trainer.epoch,
+        "stopped": trainer.stopped,
         "metrics": metrics,
         "train": {k: v for k, v in history[-1].items() if k.startswith("train/") or k == "beta"},
         "time": {
@@ -182,9 +183,13 @@ def _run_in_owned_folder(cfg: DictConfig, spec: RunSpec, out_dir: Path, start: f
 
 def format_summary(summary: dict) -> str:
     """A few lines for the terminal: the test metrics and where the files are."""
+    stopped = summary.get("stopped", {})
+    early = f" ({stopped['reason']} after {stopped['steps']} steps)" if stopped.get(
+        "reason", "epochs"
+    ) != "epochs" else ""
     lines = [
         f"{summary['model']} on {summary['data']}, seed {summary['seed']}, {summary['epochs']} epochs"
-        f" in {summary['time']['train_s']:.1f} s ({summary['device']})"
+        f"{early} in {summary['time']['train_s']:.1f} s ({summary['device']})"
     ]
     width = max([24, *(len(key) for key in summary["metrics"])])
     for key, value in summary["metrics"].items():

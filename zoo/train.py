@@ -39,12 +39,13 @@ from zoo.checkpoint import (
     remove_stale_temps,
     save_checkpoint,
 )
-from zoo.errors import CheckpointError, Interrupted, TrainingDiverged
+from zoo.errors import CheckpointError, ConfigError, Interrupted, TrainingDiverged
 from zoo.files import strict_json, write_text_atomic
 from zoo.handlers import KLAnnealingMessenger
 from zoo.progress import progress_bar
 from zoo.schedules import Schedule
 from zoo.schema import Settings, setting
+from zoo.stopping import Stopper, StopSettings
 
 ELBOS = {
     "trace": Trace_ELBO,
@@ -90,6 +91,8 @@ class TrainSettings(Settings):
     skip_nonfinite: int = setting(
         0, "an integer >= 0 (NaN/inf steps to skip in the run; 0: stop at the first)", ge=0
     )
+    # stop before `epochs` when the loss has converged or a test metric stops improving
+    stop: StopSettings = setting(StopSettings(), "the stopping rules (zoo.stopping)")
 
 
 def make_elbo(
@@ -220,6 +223,7 @@ class Trainer:
         self._compiled_beta: float | None = None  # JitTrace_ELBO: the beta in its graph
         self.epoch = 0  # epochs completed
         self.history: list[dict] = []
+        self.stopper = Stopper(settings.stop)
         n = len(data.train_x)
         if settings.batch_size > n:
             raise ValueError(
@@ -241,22 +245,53 @@ class Trainer:
         with pyro.validation_enabled(self.settings.validation), self._stop_on_signals():
             if self.epoch < self.settings.epochs:
                 self._compile_once()
-            while self.epoch < self.settings.epochs:
+            while self.epoch < self.settings.epochs and self.stopper.reason is None:
                 record = self._train_epoch()
-                if self.evaluate and (
-                    (self.epoch + 1) % self.settings.eval_every == 0
-                    or self.epoch + 1 == self.settings.epochs
-                ):
+                last = self.epoch + 1 == self.settings.epochs or self.stopper.reason is not None
+                if self.evaluate and ((self.epoch + 1) % self.settings.eval_every == 0 or last):
                     record.update(self._evaluate())
+                    if self.stopper.reason is None:
+                        self._watch(record)
                 self.epoch += 1
+                record["train/steps_total"] = self.stopper.steps
+                if self.stopper.reason is not None:
+                    record["train/stopped"] = self.stopper.reason
                 self.history.append(record)
                 self._save()
                 # every epoch is in metrics.jsonl; the log shows the evaluated ones
                 tested = any(key.startswith("test/") for key in record)
                 level = logging.INFO if tested or self.epoch == 1 else logging.DEBUG
                 log.log(level, _epoch_line(record, self.settings.epochs))
+                if self.stopper.reason is not None:
+                    log.info("%s", self.stopper.message)
                 self._stop_if_signalled(None)
         return self.history
+
+    @property
+    def stopped(self) -> dict:
+        """Why training ended (``epochs``, ``converged`` or ``patience``), after how many
+        epochs and steps, and in a sentence."""
+        reason = self.stopper.reason or "epochs"
+        message = self.stopper.message or (
+            f"ran its trainer.epochs = {self.settings.epochs} epochs ({self.stopper.steps} steps)"
+        )
+        return {
+            "reason": reason,
+            "epochs": self.epoch,
+            "steps": self.stopper.steps,
+            "message": message,
+        }
+
+    def _watch(self, record: dict) -> None:
+        """The patience rule, on an evaluated epoch's metrics."""
+        try:
+            self.stopper.after_evaluation(record)
+        except KeyError:
+            shown = ", ".join(k for k in record if k.startswith("test/")) or "none"
+            raise ConfigError(
+                f"trainer.stop.metric = {self.settings.stop.metric!r} is not valid: the "
+                f"periodic evaluation gives no such metric; it gives {shown}."
+            ) from None
 
     @contextmanager
     def _stop_on_signals(self) -> Iterator[None]:
@@ -342,7 +377,7 @@ class Trainer:
             batches = torch.randperm(n, device=x.device)[: steps * b].view(steps, b)
         else:
             batches = (torch.randint(n, (b,), device=x.device) for _ in range(steps))
-        total, skipped = 0.0, 0
+        total, skipped, taken = 0.0, 0, steps
         bar = progress_bar(
             batches,
             total=steps,
@@ -382,19 +417,24 @@ class Trainer:
                 bar.set_postfix_str(
                     f"loss/point {total / (step + 1 - skipped) / n:.3f} beta {self.annealer.beta:.3g}"
                 )
+            if self.stopper.after_step(loss, self.annealer.beta):
+                taken = step + 1
+                break
             self._stop_if_signalled(step)
         elapsed = time.perf_counter() - start
         previous_total = self.history[-1]["time/total_s"] if self.history else 0.0
         record = {
             "epoch": self.epoch + 1,
             # the annealed objective per data point, over the steps taken
-            "train/loss": total / (steps - skipped) / n if steps > skipped else math.nan,
+            "train/loss": total / (taken - skipped) / n if taken > skipped else math.nan,
             "beta": self.annealer.beta,
             "time/epoch_s": elapsed,
             "time/total_s": previous_total + elapsed,
         }
         if settings.skip_nonfinite:
             record["train/skipped_steps"] = skipped
+        if taken < steps:  # the stopping rule ended the epoch early
+            record["train/steps"] = taken
         return record
 
     def _skipped_steps(self) -> int:
@@ -448,6 +488,7 @@ class Trainer:
             "optim": optim_state,
             "rng": _rng_state(),
             "settings": self.settings.model_dump(),
+            "stopping": self.stopper.state_dict(),
         }
 
     def _save(self) -> None:
@@ -512,10 +553,15 @@ class Trainer:
                 {store.param_name(named[name]): s for name, s in state["optim"].items()}
             )
             _set_rng_state(state["rng"])
+            # checkpoints from before the stopping rules: a fresh rule, as those runs had none
+            stopper = Stopper(self.settings.stop)
+            if "stopping" in state:
+                stopper.load_state_dict(state["stopping"])
         except (RuntimeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
             raise UnusableCheckpoint(f"checkpoint {source} cannot be loaded: {e}") from e
         self.epoch = state["epoch"]
         self.history = list(state["history"])
+        self.stopper = stopper
 
     def _misfits(self, state: dict) -> list[str]:
         """What in ``state`` does not fit this trainer: missing keys, wrong types, tensors
