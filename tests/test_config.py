@@ -103,7 +103,7 @@ def test_a_model_file_sets_its_data_trainer_and_optim_defaults():
     cfg = compose_config(["model=gmm"])
     assert (cfg.data.name, cfg.trainer.batch_size, cfg.optim.optim_args.lr) == (
         "old_faithful",
-        64,
+        None,  # full batch
         0.02,
     )
     cfg = compose_config(["model=gmm", "data=synthetic_gmm", "trainer.batch_size=32"])

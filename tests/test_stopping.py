@@ -265,6 +265,7 @@ def test_the_summary_says_why_training_stopped(tmp_path):
             overrides=[
                 "model=gmm",
                 "trainer.progress=false",
+                "trainer.batch_size=64",
                 "trainer.stop.tol=1.0",
                 "trainer.stop.window=1",
                 "trainer.stop.min_steps=7",

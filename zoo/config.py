@@ -192,7 +192,7 @@ def check_against_data(spec: RunSpec, data: Any) -> None:
             f"data={data.name} has no test rows with {options or 'these settings'}: the "
             "evaluation needs at least one; hold out a larger part (data.test_fraction, data.folds)."
         )
-    if spec.trainer.batch_size > rows:
+    if spec.trainer.batch_size is not None and spec.trainer.batch_size > rows:
         raise ConfigError(
             f"trainer.batch_size = {spec.trainer.batch_size} is not valid: it exceeds the "
             f"{rows} training rows of data={data.name}; it must be an integer from 1 to {rows}."

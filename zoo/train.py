@@ -64,8 +64,11 @@ class TrainSettings(Settings):
     """How to train; the values of the ``trainer`` config group."""
 
     epochs: int = setting(10, "an integer >= 1", ge=1)
-    batch_size: int = setting(
-        128, "an integer >= 1, at most the number of training rows", ge=1
+    batch_size: int | None = setting(
+        128,
+        "an integer >= 1, at most the number of training rows, or null for all of them "
+        "(full-batch steps)",
+        ge=1,
     )
     elbo: Literal["trace", "meanfield", "jit", "traceenum"] = setting(
         "trace",
@@ -225,7 +228,8 @@ class Trainer:
         self.history: list[dict] = []
         self.stopper = Stopper(settings.stop)
         n = len(data.train_x)
-        if settings.batch_size > n:
+        self.batch_size = n if settings.batch_size is None else settings.batch_size
+        if self.batch_size > n:
             raise ValueError(
                 f"trainer.batch_size = {settings.batch_size} is not valid: it exceeds the {n} "
                 f"training rows of {getattr(data, 'name', 'the data set')}; it must be an "
@@ -234,7 +238,7 @@ class Trainer:
         self.resumed_from: Path | None = None
         self._stop_signal: int | None = None
         # full batches only: a ragged last batch would change shapes (and JIT traces) per epoch
-        self.steps_per_epoch = n // settings.batch_size
+        self.steps_per_epoch = n // self.batch_size
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -339,7 +343,7 @@ class Trainer:
         dropped: every training step then runs the compiled graph, and resume stays exact."""
         if not isinstance(self.elbo, JitTrace_ELBO) or self._compiled_beta is not None:
             return
-        rows = slice(0, self.settings.batch_size)
+        rows = slice(0, self.batch_size)
         self.annealer.beta = self._beta(0, self.steps_per_epoch)
         with torch.random.fork_rng(devices=self._cuda_devices()):
             state = random.getstate()
@@ -370,7 +374,7 @@ class Trainer:
 
     def _train_epoch(self) -> dict:
         settings, data = self.settings, self.data
-        n, b, steps = len(data.train_x), settings.batch_size, self.steps_per_epoch
+        n, b, steps = len(data.train_x), self.batch_size, self.steps_per_epoch
         start = time.perf_counter()
         x = self.model.prepare_epoch(data.train_x)
         if settings.sampling == "permutation":
@@ -600,11 +604,11 @@ class Trainer:
     def _register_params(self) -> None:
         """Runs guide and model once so that Pyro's param store knows the parameters' names,
         which ``PyroOptim.set_state`` is keyed by; the RNG is left as it was."""
-        x = self.data.train_x[: self.settings.batch_size]
+        x = self.data.train_x[: self.batch_size]
         args = (
             (x,)
             if self.data.train_y is None
-            else (x, self.data.train_y[: self.settings.batch_size])
+            else (x, self.data.train_y[: self.batch_size])
         )
         with torch.random.fork_rng(devices=self._cuda_devices()), torch.no_grad(), poutine.block():
             guide_trace = poutine.trace(self.model.guide).get_trace(

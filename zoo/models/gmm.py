@@ -13,10 +13,16 @@ so ``TraceMeanField_ELBO`` has every KL in closed form.
 
 Initialization (:meth:`GMM.build`): on a random subset of at most ``init_points`` training
 rows, each of ``restarts`` candidates seeds the means by k-means++ (Arthur & Vassilvitskii
-2007), takes scales and weights from the points nearest each seed, and runs ``restart_steps``
-SVI steps; the candidate with the best ELBO on the subset (``restart_particles`` particles) is
-kept and the main training continues from it. Mixtures started at one point or with one
-broad component tend to stay collapsed; k-means++ seeds start them apart.
+2007), moves them by ``init_iterations`` Lloyd (k-means) iterations, and takes scales and
+weights from the points nearest each mean; the guide starts there, with each factor as wide
+as a posterior of that many points would be (a mean's sd is its component's scale over the
+square root of the component's share of the N training rows). The candidates then compete
+by successive halving (Jamieson & Talwalkar 2016): every round each survivor trains
+``restart_steps`` SVI steps on the subset, is scored by its ELBO there (``restart_particles``
+particles), and the better half goes on, until one is left; the main training continues from
+it. So a clearly worse start costs one round, not a whole budget, and with
+``restart_steps = 0`` the starts are ranked by their ELBO as they are. Mixtures started at one
+point or with one broad component tend to stay collapsed; k-means++ seeds start them apart.
 """
 
 from __future__ import annotations
@@ -66,7 +72,10 @@ class GMMSettings(ModelSettings):
     scale_log_sd: float = setting(1.0, POSITIVE, gt=0.0)
     init_scale: float = setting(0.05, POSITIVE, gt=0.0)
     restarts: int = setting(4, "an integer >= 1", ge=1)
-    restart_steps: int = setting(200, "an integer >= 0", ge=0)
+    init_iterations: int = setting(10, "an integer >= 0 (Lloyd iterations per start)", ge=0)
+    restart_steps: int = setting(
+        20, "an integer >= 0 (SVI steps per candidate and round of successive halving)", ge=0
+    )
     restart_batch_size: int = setting(256, "an integer >= 1", ge=1)
     restart_lr: float = setting(0.05, POSITIVE, gt=0.0)
     restart_particles: int = setting(8, "an integer >= 1", ge=1)
@@ -119,11 +128,25 @@ def kmeans_plus_plus(x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.stack(seeds)
 
 
-def initial_components(x: torch.Tensor, k: int, min_scale: float = 0.05) -> dict:
-    """A starting point from the data: k-means++ seeds as the means, and the weights and
-    per-dimension standard deviations of the points nearest each seed (at least
-    ``min_scale`` times the data's; the data's for a seed with fewer than two points)."""
-    locs = kmeans_plus_plus(x, k)
+def lloyd(x: torch.Tensor, locs: torch.Tensor, iterations: int) -> torch.Tensor:
+    """``iterations`` of Lloyd's k-means on ``x`` (N, D) from the means ``locs`` (K, D): each
+    mean moves to the centroid of the rows nearest it; a mean no row is nearest stays."""
+    for _ in range(iterations):
+        nearest = torch.cdist(x, locs).argmin(-1)
+        counts = torch.bincount(nearest, minlength=len(locs)).to(x.dtype)
+        sums = torch.zeros_like(locs).index_add_(0, nearest, x)
+        locs = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], locs)
+    return locs
+
+
+def initial_components(
+    x: torch.Tensor, k: int, min_scale: float = 0.05, iterations: int = 0
+) -> dict:
+    """A starting point from the data: k-means++ seeds moved by ``iterations`` Lloyd
+    iterations as the means, and the weights and per-dimension standard deviations of the
+    points nearest each mean (at least ``min_scale`` times the data's; the data's for a mean
+    with fewer than two points)."""
+    locs = lloyd(x, kmeans_plus_plus(x, k), iterations)
     nearest = torch.cdist(x, locs).argmin(-1)
     spread = x.std(0)
     counts = torch.bincount(nearest, minlength=k).to(x.dtype)
@@ -260,7 +283,8 @@ class GMM(ZooModel):
         scale_log_sd: float = 1.0,
         init_scale: float = 0.05,
         restarts: int = 4,
-        restart_steps: int = 200,
+        init_iterations: int = 10,
+        restart_steps: int = 20,
         restart_batch_size: int = 256,
         restart_lr: float = 0.05,
         restart_particles: int = 8,
@@ -290,7 +314,10 @@ class GMM(ZooModel):
             scale_log_sd=scale_log_sd,
             init_scale=init_scale,
         ).to(x.device)
-        starts = [initial_components(x, components) for _ in range(restarts)]
+        starts = [
+            initial_components(x, components, iterations=init_iterations)
+            for _ in range(restarts)
+        ]
         model.restart(
             x,
             starts,
@@ -299,10 +326,8 @@ class GMM(ZooModel):
             lr=restart_lr,
             particles=restart_particles,
         )
-        if len(data.train_x) > len(x):  # the restarts saw a subset: the weights' total for all
-            weights = model.posterior.distribution("weights").mean.detach()
-            total = len(data.train_x) + model.weight_concentration.sum()
-            model.posterior.initialize("weights", weights, total_concentration=total)
+        if len(data.train_x) > len(x):  # the restarts saw a subset: widths for all N rows
+            model.start_at(model.posterior_mean(), num_points=len(data.train_x))
         return model
 
     # ---- model and guide ---------------------------------------------------------------
@@ -349,12 +374,24 @@ class GMM(ZooModel):
     # ---- initialization ----------------------------------------------------------------
 
     def start_at(self, start: dict, num_points: int | None = None) -> None:
-        """Centres the guide on ``{"weights", "locs", "scales"}``. With ``num_points``, the
-        weights' Dirichlet takes the total concentration of their posterior for that many
-        points (``num_points + sum(alpha)``, whatever the assignments), else the prior's."""
-        for name in ("locs", "scales"):
-            self.posterior.initialize(name, start[name])
-        total = None if num_points is None else num_points + self.weight_concentration.sum()
+        """Centres the guide on ``{"weights", "locs", "scales"}``. With ``num_points``, each
+        factor is as wide as a posterior of that many points: the weights' Dirichlet has their
+        posterior's total concentration (``num_points + sum(alpha)``, whatever the
+        assignments), component k's means an sd of ``scales_k / sqrt(n_k)`` and its log-scales
+        ``1 / sqrt(2 n_k)``, where ``n_k = weights_k num_points`` (at least 1): the Gaussian
+        posterior widths of a mean and a log-sd from ``n_k`` points. Without it the means and
+        scales take the guide's ``init_scale`` and the weights the prior's width."""
+        if num_points is None:
+            for name in ("locs", "scales"):
+                self.posterior.initialize(name, start[name])
+            self.posterior.initialize("weights", start["weights"])
+            return
+        share = (start["weights"] * num_points).clamp_min(1.0).unsqueeze(-1)  # (K, 1)
+        self.posterior.initialize("locs", start["locs"], start["scales"] / share.sqrt())
+        self.posterior.initialize(
+            "scales", start["scales"], (2 * share).rsqrt().expand_as(start["scales"])
+        )
+        total = num_points + self.weight_concentration.sum()
         self.posterior.initialize("weights", start["weights"], total_concentration=total)
 
     def restart(
@@ -367,29 +404,57 @@ class GMM(ZooModel):
         lr: float,
         particles: int = 8,
     ) -> list[float]:
-        """Runs ``steps`` SVI steps from each start on ``x`` and keeps the one whose final ELBO
-        per point (``particles`` particles, on all of ``x``) is best.
+        """Successive halving over ``starts`` on ``x``: every round each surviving start trains
+        ``steps`` more SVI steps (minibatches of ``batch_size``, a fresh Adam of ``lr`` per
+        round) and is scored by its ELBO per point on all of ``x`` (``particles`` particles);
+        the better half (rounded up) goes on, until one is left, whose guide is kept. A start
+        whose score is not finite drops out at once.
 
-        :returns: the ELBO per point of each start, also kept in ``restart_elbos``; the kept
-            start's position is ``restart_index``.
+        :returns: each start's last score, also kept in ``restart_elbos``; the kept start's
+            position is ``restart_index``.
+        :raises ValueError: if every start ends with a non-finite ELBO.
         """
-        best_state, best_index, elbos = None, None, []
+        states, elbos = {}, [math.nan] * len(starts)
         for index, start in enumerate(starts):
             self.start_at(start, num_points=len(x))
+            states[index] = self._guide_state()
+        alive = list(states)
+        while True:
+            # a lone start is only scored: the main training trains it
+            steps_now = steps if len(alive) > 1 else 0
+            for index in alive:
+                self.posterior.load_state_dict(states[index])
+                elbos[index] = self._train_and_score(x, steps_now, batch_size, lr, particles)
+                states[index] = self._guide_state()
+            alive = sorted(
+                (i for i in alive if math.isfinite(elbos[i])), key=lambda i: -elbos[i]
+            )
+            if not alive:
+                raise ValueError("every restart ended with a non-finite ELBO; lower restart_lr")
+            if len(alive) == 1:
+                break
+            alive = alive[: (len(alive) + 1) // 2]
+            if len(alive) == 1 or steps == 0:  # without steps, another round changes nothing
+                alive = alive[:1]
+                break
+        self.posterior.load_state_dict(states[alive[0]])
+        self.restart_elbos, self.restart_index = elbos, alive[0]
+        return elbos
+
+    def _guide_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.posterior.state_dict().items()}
+
+    def _train_and_score(
+        self, x: torch.Tensor, steps: int, batch_size: int, lr: float, particles: int
+    ) -> float:
+        """``steps`` SVI steps from the guide as it stands, then its ELBO per point on ``x``."""
+        if steps:
             svi = SVI(self.model, self.guide, Adam({"lr": lr}), self.elbo())
             for _ in range(steps):
                 svi.step(x[torch.randint(len(x), (batch_size,), device=x.device)], size=len(x))
-            with torch.no_grad():
-                loss = self.elbo(particles).loss(self.model, self.guide, x, size=len(x))
-            elbos.append(-loss / len(x))
-            if math.isfinite(elbos[-1]) and (best_index is None or elbos[-1] > elbos[best_index]):
-                best_index = index
-                best_state = {k: v.clone() for k, v in self.posterior.state_dict().items()}
-        if best_state is None:
-            raise ValueError("every restart ended with a non-finite ELBO; lower restart_lr")
-        self.posterior.load_state_dict(best_state)
-        self.restart_elbos, self.restart_index = elbos, best_index
-        return elbos
+        with torch.no_grad():
+            loss = self.elbo(particles).loss(self.model, self.guide, x, size=len(x))
+        return -loss / len(x)
 
     # ---- the fitted mixture ------------------------------------------------------------
 
