@@ -3,7 +3,8 @@
 Takes the overrides of a zoo GMM run (``experiment=...``, ``data.*``, ``seed``), builds the
 same data set with the same split, fits ``GaussianMixture`` (EM, ``--method em``) or
 ``BayesianGaussianMixture`` (coordinate-ascent variational Bayes, ``--method bgm``) with
-diagonal covariances and the config's number of components, and writes one
+the config's covariance (``model.covariance``: diagonal is ``covariance_type="diag"``, full
+is ``"full"``) and number of components, and writes one
 ``summary.json`` per run in the form the zoo writes, so ``python -m zoo.report`` can put
 scikit-learn rows beside the zoo's. One override may list several values (``seed=0,1,2``,
 ``data.fold=0,1,2,3,4``): one run each, in ``--out/<key>=<value>/``::
@@ -56,12 +57,19 @@ def split_sweep(overrides: list[str]) -> tuple[list[str], str, list[str]]:
     return [o for o in overrides if o != swept[0]], key, values.split(",")
 
 
+def covariance_type(cfg) -> str:
+    """scikit-learn's name for the config's ``model.covariance``."""
+    return {"diagonal": "diag", "full": "full"}[cfg.model.get("covariance", "diagonal")]
+
+
 def fit_one(cfg, method: str) -> dict:
     data_settings = OmegaConf.to_container(cfg.data, resolve=True)
     data = load_dataset(data_settings.pop("name"), **data_settings)
     train_x, test_x = data.train_x.double().numpy(), data.test_x.double().numpy()
     estimator = METHODS[method](
-        n_components=cfg.model.components, covariance_type="diag", random_state=cfg.seed
+        n_components=cfg.model.components,
+        covariance_type=covariance_type(cfg),
+        random_state=cfg.seed,
     )
     start = time.perf_counter()
     estimator.fit(train_x)
@@ -72,13 +80,18 @@ def fit_one(cfg, method: str) -> dict:
     metrics = {"test/log_pred_plugin": float(estimator.score(test_x)) - log_jacobian}
     if data.test_y is not None:
         metrics["test/ari"] = float(adjusted_rand_score(data.test_y, estimator.predict(test_x)))
-    locs, scales = (
-        torch.from_numpy(estimator.means_),
-        torch.from_numpy(estimator.covariances_).sqrt(),
-    )
+    locs, covariances = torch.from_numpy(estimator.means_), torch.from_numpy(estimator.covariances_)
+    extra = {}
+    if covariances.dim() == 3:  # full: per-feature scales and the correlations' Cholesky factor
+        scales = covariances.diagonal(dim1=-2, dim2=-1).sqrt()
+        corr = covariances / (scales.unsqueeze(-1) * scales.unsqueeze(-2))
+        extra["corr_cholesky"] = torch.linalg.cholesky(corr)
+    else:
+        scales = covariances.sqrt()
     if data.mean is not None:
         locs, scales = locs * data.std + data.mean, scales * data.std
     fitted = {"weights": torch.from_numpy(estimator.weights_), "locs": locs, "scales": scales}
+    fitted.update(extra)
     metrics.update(fitted_component_metrics(fitted, data))
     return {
         "metrics": metrics,
@@ -122,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                     "baseline": {
                         "estimator": METHODS[args.method].__name__,
                         "n_components": cfg.model.components,
-                        "covariance_type": "diag",
+                        "covariance_type": covariance_type(cfg),
                     },
                 },
                 **result,

@@ -130,25 +130,38 @@ def mixture_ellipses(
     scales: torch.Tensor,
     path: Path,
     *,
+    corr_cholesky: torch.Tensor | None = None,
     feature_names: tuple[str, ...] | None = None,
     title: str = "",
 ) -> Path:
-    """Points coloured by their component, and each component's 1- and 2-sigma ellipses
-    (axis-aligned: diagonal covariances) in the first two features."""
+    """Points coloured by their component, and each component's 1- and 2-sigma ellipses in
+    the first two features: axis-aligned for diagonal covariances, turned along the
+    covariance's eigenvectors where ``corr_cholesky`` (K, D, D) gives the correlations."""
     from matplotlib.patches import Ellipse
 
     x, assignment = x.detach().cpu(), assignment.detach().cpu()
     weights, locs, scales = (t.detach().cpu() for t in (weights, locs, scales))
+    d = scales.shape[-1]
+    corr = (
+        torch.eye(d).expand(len(weights), d, d)
+        if corr_cholesky is None
+        else corr_cholesky.detach().cpu() @ corr_cholesky.detach().cpu().transpose(-1, -2)
+    )
+    covariance = (scales.unsqueeze(-1) * corr * scales.unsqueeze(-2))[:, :2, :2].double()
+    variances, axes = torch.linalg.eigh(covariance)  # ascending eigenvalues, (K, 2) and (K, 2, 2)
     colours = _pyplot().get_cmap("tab10")
     fig, ax = _pyplot().subplots(figsize=(6, 5))
     ax.scatter(x[:, 0], x[:, 1], c=[colours(k % 10) for k in assignment.tolist()], s=6, alpha=0.5)
     for k in range(len(weights)):
+        major = axes[k, :, 1]  # the eigenvector of the larger variance
+        angle = math.degrees(math.atan2(major[1].item(), major[0].item()))
         for n_sigma, style in ((1, "-"), (2, "--")):
             ax.add_patch(
                 Ellipse(
                     (locs[k, 0].item(), locs[k, 1].item()),
-                    2 * n_sigma * scales[k, 0].item(),
-                    2 * n_sigma * scales[k, 1].item(),
+                    2 * n_sigma * variances[k, 1].clamp_min(0).sqrt().item(),
+                    2 * n_sigma * variances[k, 0].clamp_min(0).sqrt().item(),
+                    angle=angle,
                     fill=False,
                     edgecolor=colours(k % 10),
                     linestyle=style,

@@ -1,15 +1,23 @@
-"""Bayesian Gaussian mixture with diagonal covariances and a mean-field guide.
+"""Bayesian Gaussian mixture with diagonal or full covariances and a mean-field guide.
 
 Model:  weights ~ Dirichlet(alpha, ..., alpha)                        (K,)
         locs_k ~ Normal(center, spread),  scales_k ~ LogNormal(log s0, sigma0)   (K, D) each
         x_i ~ sum_k weights_k Normal(locs_k, diag(scales_k^2))        in a data plate
+With ``covariance="full"`` each component also has the Cholesky factor of its correlation
+matrix, ``corr_cholesky_k ~ LKJCholesky(D, eta)`` (K, D, D), and
+        x_i ~ sum_k weights_k MultivariateNormal(locs_k, S_k C_k S_k),   S_k = diag(scales_k),
+so the scales keep their meaning (each feature's standard deviation within a component) and
+the LKJ prior (Lewandowski, Kurowicka & Joe 2009; eta = 1 is uniform over correlation
+matrices) holds only the correlations, the factorization Stan's manual recommends.
 The assignments are summed out by ``MixtureSameFamily`` (``form="mixture"``, any ELBO), or
 sampled explicitly and enumerated in parallel (``form="enumerated"``, ``trainer.elbo=traceenum``):
 the two give the same log-likelihood. The priors are scaled to the data: center and spread
 from the data's mean and standard deviation, s0 a fraction of the standard deviation.
 
 Guide: :class:`zoo.guides.MeanField`: Dirichlet(weights), Normal(locs), LogNormal(scales),
-so ``TraceMeanField_ELBO`` has every KL in closed form.
+so ``TraceMeanField_ELBO`` has every KL in closed form; a full covariance's correlation factor
+gets the guide's family for its support (a Normal on the unconstrained D(D-1)/2 numbers pushed
+through ``CorrCholeskyTransform``), whose KL to the LKJ prior is estimated by Monte Carlo.
 
 Initialization (:meth:`GMM.build`): on a random subset of at most ``init_points`` training
 rows, each of ``restarts`` candidates seeds the means by k-means++ (Arthur & Vassilvitskii
@@ -46,6 +54,7 @@ from zoo.optim import Adam
 from zoo.schema import Settings, setting
 
 FORMS = ("mixture", "enumerated")
+COVARIANCES = ("diagonal", "full")
 MAX_EXHAUSTIVE_MATCH = 8  # K! permutations: 40320 at K = 8; greedy matching beyond
 
 
@@ -65,6 +74,12 @@ class GMMSettings(ModelSettings):
     components: int = setting(2, "an integer >= 1", ge=1)
     form: Literal["mixture", "enumerated"] = setting(
         "mixture", "mixture (assignments summed out) or enumerated (needs trainer.elbo=traceenum)"
+    )
+    covariance: Literal["diagonal", "full"] = setting(
+        "diagonal", "diagonal or full (an LKJ prior on each component's correlations)"
+    )
+    correlation_concentration: float = setting(
+        1.0, f"{POSITIVE} (eta of the LKJ prior; 1: uniform over correlation matrices)", gt=0.0
     )
     weight_concentration: float = setting(1.0, POSITIVE, gt=0.0)
     loc_spread: float = setting(2.0, f"{POSITIVE} (data standard deviations)", gt=0.0)
@@ -101,6 +116,11 @@ class GMMSettings(ModelSettings):
             return (
                 f"model.init_points = {self.init_points} is below model.components = "
                 f"{self.components}: k-means++ needs a row per component"
+            )
+        if self.covariance == "full" and data.num_features < 2:
+            return (
+                f"model.covariance = 'full' needs at least 2 features and data={data.name} has "
+                f"{data.num_features}; use model.covariance=diagonal"
             )
         if len(data.train_x) < self.components:
             return f"data={data.name} has {len(data.train_x)} training rows, fewer than the {self.components} components"
@@ -151,11 +171,23 @@ def initial_components(
     spread = x.std(0)
     counts = torch.bincount(nearest, minlength=k).to(x.dtype)
     scales = spread.expand(k, -1).clone()
+    d = x.shape[1]
+    corr_cholesky = torch.eye(d, dtype=x.dtype, device=x.device).expand(k, d, d).clone()
     for j in range(k):
         if counts[j] >= 2:
             scales[j] = x[nearest == j].std(0).clamp_min(min_scale * spread.min())
+        if counts[j] > d and d >= 2:
+            corr_cholesky[j] = correlation_cholesky(x[nearest == j])
     weights = (counts + 1) / (counts.sum() + k)
-    return {"weights": weights, "locs": locs, "scales": scales}
+    return {"weights": weights, "locs": locs, "scales": scales, "corr_cholesky": corr_cholesky}
+
+
+def correlation_cholesky(rows: torch.Tensor, shrink: float = 1e-3) -> torch.Tensor:
+    """The Cholesky factor of the rows' correlation matrix (D, D), shrunk by ``shrink``
+    towards the identity so that it stays positive definite for nearly collinear rows."""
+    corr = torch.corrcoef(rows.T)
+    corr = (1 - shrink) * corr + shrink * torch.eye(len(corr), dtype=rows.dtype, device=rows.device)
+    return torch.linalg.cholesky(corr)
 
 
 def best_permutation(fitted: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
@@ -181,8 +213,9 @@ def best_permutation(fitted: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
 
 
 def fitted_component_metrics(fitted: dict[str, torch.Tensor], data) -> dict[str, float]:
-    """``fit/*`` metrics of a fitted diagonal mixture given in the data's original units
-    (weights (K,), locs and scales (K, D)): each component's weight, means and scales, and the
+    """``fit/*`` metrics of a fitted mixture given in the data's original units (weights (K,),
+    locs and scales (K, D), and for a full covariance ``corr_cholesky`` (K, D, D)): each
+    component's weight, means, scales and correlations, and the
     largest error against the truth where the data set has one. Components are matched to
     the truth (label switching) where it is known, else ordered by the first feature's mean.
     Any fitter can report through it: the zoo's GMM and the scikit-learn baselines do."""
@@ -200,6 +233,11 @@ def fitted_component_metrics(fitted: dict[str, torch.Tensor], data) -> dict[str,
         for d, feature in enumerate(names):
             metrics[f"fit/mean_{position}_{feature}"] = float(fitted["locs"][j, d])
             metrics[f"fit/scale_{position}_{feature}"] = float(fitted["scales"][j, d])
+        if "corr_cholesky" in fitted:  # a full covariance: its correlations, pair by pair
+            tril = fitted["corr_cholesky"][j]
+            corr = tril @ tril.T
+            for a, b in itertools.combinations(range(num_features), 2):
+                metrics[f"fit/corr_{position}_{names[a]}_{names[b]}"] = float(corr[a, b])
     if known:
         for name in ("weights", "locs", "scales"):
             error = (fitted[name][order] - data.truth[name]).abs().max()
@@ -208,12 +246,14 @@ def fitted_component_metrics(fitted: dict[str, torch.Tensor], data) -> dict[str,
 
 
 class GMM(ZooModel):
-    """A K-component diagonal Gaussian mixture in D dimensions with a mean-field guide.
+    """A K-component Gaussian mixture in D dimensions with a mean-field guide.
 
     :param int num_features: D.
     :param int components: K.
     :param str form: ``mixture`` (assignments summed out by ``MixtureSameFamily``) or
         ``enumerated`` (explicit assignments, for ``TraceEnum_ELBO``).
+    :param str covariance: ``diagonal`` or ``full`` (an LKJ prior on the correlations).
+    :param float correlation_concentration: eta of the LKJ prior.
     :param float weight_concentration: alpha of the symmetric Dirichlet prior on the weights.
     :param loc_center: prior mean of every component mean, (D,).
     :param loc_spread: prior standard deviation of the means, (D,).
@@ -232,6 +272,8 @@ class GMM(ZooModel):
         components: int = 2,
         *,
         form: str = "mixture",
+        covariance: str = "diagonal",
+        correlation_concentration: float = 1.0,
         weight_concentration: float = 1.0,
         loc_center: torch.Tensor | None = None,
         loc_spread: torch.Tensor | float = 1.0,
@@ -242,15 +284,21 @@ class GMM(ZooModel):
         super().__init__()
         if form not in FORMS:
             raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+        if covariance not in COVARIANCES:
+            raise ValueError(f"covariance must be one of {COVARIANCES}, got {covariance!r}")
+        if covariance == "full" and num_features < 2:
+            raise ValueError(f"covariance='full' needs num_features >= 2, got {num_features}")
         if not (isinstance(components, int) and components >= 1):
             raise ValueError(f"components must be an integer >= 1, got {components!r}")
         for key, value in {
             "weight_concentration": weight_concentration,
             "scale_log_sd": scale_log_sd,
+            "correlation_concentration": correlation_concentration,
         }.items():
             if not value > 0:
                 raise ValueError(f"{key} must be > 0, got {value!r}")
         self.num_features, self.components, self.form = num_features, components, form
+        self.covariance = covariance
         d = num_features
 
         def vector(value) -> torch.Tensor:
@@ -263,6 +311,9 @@ class GMM(ZooModel):
         self.register_buffer("loc_spread", vector(loc_spread))
         self.register_buffer("scale_log_median", vector(scale_median).log())
         self.register_buffer("scale_log_sd", torch.tensor(float(scale_log_sd)))
+        self.register_buffer(
+            "correlation_concentration", torch.tensor(float(correlation_concentration))
+        )
         self.posterior = MeanField(self.model, init_scale=init_scale)
         self.posterior.setup(
             torch.zeros(1, d)
@@ -277,6 +328,8 @@ class GMM(ZooModel):
         *,
         components: int = 2,
         form: str = "mixture",
+        covariance: str = "diagonal",
+        correlation_concentration: float = 1.0,
         weight_concentration: float = 1.0,
         loc_spread: float = 2.0,
         scale_fraction: float = 0.5,
@@ -307,6 +360,8 @@ class GMM(ZooModel):
             x.shape[1],
             components,
             form=form,
+            covariance=covariance,
+            correlation_concentration=correlation_concentration,
             weight_concentration=weight_concentration,
             loc_center=center,
             loc_spread=loc_spread * spread,
@@ -339,11 +394,20 @@ class GMM(ZooModel):
         return Trace_ELBO(num_particles=num_particles)
 
     @staticmethod
-    def mixture(weights, locs, scales) -> dist.MixtureSameFamily:
-        """p(x | weights (..., K), locs and scales (..., K, D))."""
+    def mixture(weights, locs, scales, corr_cholesky=None) -> dist.MixtureSameFamily:
+        """p(x | weights (..., K), locs and scales (..., K, D)), and with ``corr_cholesky``
+        (..., K, D, D) the full covariances ``S_k C_k S_k``."""
         return dist.MixtureSameFamily(
-            dist.Categorical(probs=weights), dist.Normal(locs, scales).to_event(1)
+            dist.Categorical(probs=weights), GMM.component(locs, scales, corr_cholesky)
         )
+
+    @staticmethod
+    def component(locs, scales, corr_cholesky=None) -> dist.Distribution:
+        """The components' densities, batch (..., K), event (D,): independent Normals, or a
+        MultivariateNormal whose Cholesky factor is ``diag(scales) corr_cholesky``."""
+        if corr_cholesky is None:
+            return dist.Normal(locs, scales).to_event(1)
+        return dist.MultivariateNormal(locs, scale_tril=scales.unsqueeze(-1) * corr_cholesky)
 
     @pyro_method
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None, size: int | None = None):
@@ -358,14 +422,21 @@ class GMM(ZooModel):
                 "scales",
                 dist.LogNormal(self.scale_log_median, self.scale_log_sd).expand([k, d]).to_event(1),
             )  # (K, D)
+            corr = None
+            if self.covariance == "full":
+                corr = pyro.sample(
+                    "corr_cholesky",
+                    dist.LKJCholesky(d, self.correlation_concentration).expand([k]),
+                )  # (K, D, D)
         with data_plate(x, size):
             if self.form == "mixture":
-                pyro.sample("x", self.mixture(weights, locs, scales), obs=x)
+                pyro.sample("x", self.mixture(weights, locs, scales, corr), obs=x)
             else:
                 z = pyro.sample(
                     "assignment", dist.Categorical(weights), infer={"enumerate": "parallel"}
                 )  # (B,), or (K, 1) when enumerated
-                pyro.sample("x", dist.Normal(locs[z], scales[z]).to_event(1), obs=x)
+                chosen = None if corr is None else corr[z]
+                pyro.sample("x", self.component(locs[z], scales[z], chosen), obs=x)
 
     @pyro_method
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, size: int | None = None):
@@ -381,9 +452,16 @@ class GMM(ZooModel):
         ``1 / sqrt(2 n_k)``, where ``n_k = weights_k num_points`` (at least 1): the Gaussian
         posterior widths of a mean and a log-sd from ``n_k`` points. Without it the means and
         scales take the guide's ``init_scale`` and the weights the prior's width."""
+        full = self.covariance == "full"
+        corr = start.get("corr_cholesky") if full else None
+        if full and corr is None:  # a start without correlations: none
+            d = self.num_features
+            corr = torch.eye(d, dtype=start["locs"].dtype).expand(self.components, d, d)
         if num_points is None:
             for name in ("locs", "scales"):
                 self.posterior.initialize(name, start[name])
+            if full:
+                self.posterior.initialize("corr_cholesky", corr)
             self.posterior.initialize("weights", start["weights"])
             return
         share = (start["weights"] * num_points).clamp_min(1.0).unsqueeze(-1)  # (K, 1)
@@ -391,6 +469,9 @@ class GMM(ZooModel):
         self.posterior.initialize(
             "scales", start["scales"], (2 * share).rsqrt().expand_as(start["scales"])
         )
+        if full:  # the D(D-1)/2 unconstrained numbers: about atanh of a correlation, sd 1/sqrt(n)
+            pairs = self.num_features * (self.num_features - 1) // 2
+            self.posterior.initialize("corr_cholesky", corr, share.rsqrt().expand(-1, pairs))
         total = num_points + self.weight_concentration.sum()
         self.posterior.initialize("weights", start["weights"], total_concentration=total)
 
@@ -458,9 +539,20 @@ class GMM(ZooModel):
 
     # ---- the fitted mixture ------------------------------------------------------------
 
+    @property
+    def parameter_sites(self) -> tuple[str, ...]:
+        """The latent sites of the mixture's parameters."""
+        full = ("corr_cholesky",) if self.covariance == "full" else ()
+        return ("weights", "locs", "scales", *full)
+
     def posterior_mean(self) -> dict[str, torch.Tensor]:
-        """E_q of weights (K,), locs (K, D) and scales (K, D)."""
-        return self.posterior.mean()
+        """E_q of weights (K,), locs (K, D) and scales (K, D); for a full covariance also the
+        correlations' Cholesky factor (K, D, D) at the guide's median (the transform of its
+        unconstrained mean): an average of Cholesky factors is not one of a correlation."""
+        params = self.posterior.mean()
+        if self.covariance == "full":
+            params["corr_cholesky"] = self.posterior.median()["corr_cholesky"]
+        return params
 
     @torch.no_grad()
     def assignment_probs(self, x: torch.Tensor, num_samples: int = 0) -> torch.Tensor:
@@ -476,12 +568,13 @@ class GMM(ZooModel):
     def _draws(self, num_samples: int) -> dict[str, torch.Tensor]:
         return {
             name: self.posterior.distribution(name).sample((num_samples,)).detach()
-            for name in ("weights", "locs", "scales")
+            for name in self.parameter_sites
         }
 
     @staticmethod
     def _component_log_probs(x: torch.Tensor, params: dict) -> torch.Tensor:
-        """log w_k + log N(x_i | locs_k, scales_k) for S parameter draws: (S, N, K).
+        """log w_k + log N(x_i | locs_k, covariance_k) for S parameter draws: (S, N, K); the
+        covariance is diagonal, or ``S_k C_k S_k`` where ``params`` has ``corr_cholesky``.
 
         The squared distances are expanded into matrix products, (N, D) @ (D, S K): the same
         numbers as ``Normal(locs, scales).log_prob(x)`` summed over D, without an (S, N, K, D)
@@ -494,13 +587,28 @@ class GMM(ZooModel):
         x = x - center
         locs, scales = params["locs"] - center, params["scales"]  # (S, K, D)
         s, k, d = locs.shape
-        precision = scales.pow(-2)
-        quadratic = (
-            x.pow(2) @ precision.reshape(s * k, d).T
-            - 2 * x @ (locs * precision).reshape(s * k, d).T
-            + (locs.pow(2) * precision).sum(-1).reshape(s * k)
-        )  # (N, S K): sum_d (x_d - loc_d)^2 / scale_d^2
-        log_norm = scales.log().sum(-1).reshape(s * k) + 0.5 * d * math.log(2 * math.pi)
+        if "corr_cholesky" not in params:
+            precision = scales.pow(-2)
+            quadratic = (
+                x.pow(2) @ precision.reshape(s * k, d).T
+                - 2 * x @ (locs * precision).reshape(s * k, d).T
+                + (locs.pow(2) * precision).sum(-1).reshape(s * k)
+            )  # (N, S K): sum_d (x_d - loc_d)^2 / scale_d^2
+            log_det = scales.log().sum(-1)
+        else:  # the same expansion with the precision matrix P = (L L^T)^-1, L = S_k C_k
+            tril = scales.unsqueeze(-1) * params["corr_cholesky"]  # (S, K, D, D)
+            eye = torch.eye(d, dtype=x.dtype, device=x.device)
+            inverse = torch.linalg.solve_triangular(tril, eye.expand_as(tril), upper=False)
+            precision = inverse.transpose(-1, -2) @ inverse  # (S, K, D, D)
+            p_locs = (precision @ locs.unsqueeze(-1)).squeeze(-1)  # (S, K, D)
+            quadratic = (
+                (x.unsqueeze(-1) * x.unsqueeze(-2)).reshape(len(x), d * d)
+                @ precision.reshape(s * k, d * d).T
+                - 2 * x @ p_locs.reshape(s * k, d).T
+                + (locs * p_locs).sum(-1).reshape(s * k)
+            )  # (N, S K): (x - loc)^T P (x - loc)
+            log_det = tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        log_norm = log_det.reshape(s * k) + 0.5 * d * math.log(2 * math.pi)
         log_normal = (-0.5 * quadratic.clamp_min(0) - log_norm).reshape(len(x), s, k)
         return params["weights"].log().unsqueeze(1) + log_normal.transpose(0, 1)
 
@@ -526,12 +634,13 @@ class GMM(ZooModel):
         return out - math.log(s)
 
     def components_in_original_units(self, data) -> dict[str, torch.Tensor]:
-        """The posterior mean's weights, locs and scales in the data's original units."""
+        """The posterior mean's weights, locs and scales in the data's original units (and
+        the correlations' Cholesky factor, which a change of units leaves as it is)."""
         params = self.posterior_mean()
         locs, scales = params["locs"], params["scales"]
         if data.mean is not None:
             locs, scales = locs * data.std + data.mean, scales * data.std
-        return {"weights": params["weights"], "locs": locs, "scales": scales}
+        return {**params, "locs": locs, "scales": scales}
 
     @torch.no_grad()
     def evaluate(
@@ -585,6 +694,7 @@ class GMM(ZooModel):
                 fitted["locs"],
                 fitted["scales"],
                 out_dir / "components.png",
+                corr_cholesky=fitted.get("corr_cholesky"),
                 feature_names=data.feature_names,
                 title=f"{data.name}: {self.components} components, 1 and 2 sigma (posterior mean)",
             )
