@@ -164,9 +164,7 @@ def digits():
 def trainer(data, out_dir, stop, epochs=4, evaluate=None, seed=0):
     pyro.set_rng_seed(seed)
     model = VAE(data.num_features, latent_dim=2, hidden_dims=[16])
-    settings = TrainSettings(
-        epochs=epochs, batch_size=256, progress=False, eval_every=1, stop=stop
-    )
+    settings = TrainSettings(epochs=epochs, batch_size=256, progress=False, eval_every=1, stop=stop)
     return Trainer(
         model,
         data,

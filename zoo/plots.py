@@ -257,9 +257,7 @@ def reliability_diagram(
     return _save(fig, path)
 
 
-def entropy_histograms(
-    entropies: dict[str, torch.Tensor], path: Path, *, title: str = ""
-) -> Path:
+def entropy_histograms(entropies: dict[str, torch.Tensor], path: Path, *, title: str = "") -> Path:
     """Histograms of the predictive entropy of each set of inputs (the test set first, then
     the out-of-distribution sets), as densities over one range, from 0 to the largest."""
     fig, ax = _pyplot().subplots(figsize=(6, 4))
@@ -267,8 +265,15 @@ def entropy_histograms(
     top = max(max(v.max().item() for v in values.values()), 1e-6)
     edges = torch.linspace(0.0, top, 41)
     for i, (name, v) in enumerate(values.items()):
-        ax.hist(v.numpy(), bins=edges.numpy(), density=True, histtype="step", lw=2,
-                color=f"C{i}", label=f"{name} (mean {v.mean().item():.2f})")
+        ax.hist(
+            v.numpy(),
+            bins=edges.numpy(),
+            density=True,
+            histtype="step",
+            lw=2,
+            color=f"C{i}",
+            label=f"{name} (mean {v.mean().item():.2f})",
+        )
     ax.set_xlabel("predictive entropy (nats)")
     ax.set_ylabel("density")
     ax.set_title(title)

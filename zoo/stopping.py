@@ -55,9 +55,7 @@ class StopSettings(Settings):
     metric: str | None = setting(
         None, "the name of a periodic test metric (test/...), or null", min_length=1
     )
-    mode: Literal["max", "min"] = setting(
-        "max", "max (a larger metric is better) or min"
-    )
+    mode: Literal["max", "min"] = setting("max", "max (a larger metric is better) or min")
     min_delta: float = setting(0.0, "a finite number >= 0 (the least improvement)", ge=0.0)
 
     @model_validator(mode="after")

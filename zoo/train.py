@@ -605,11 +605,7 @@ class Trainer:
         """Runs guide and model once so that Pyro's param store knows the parameters' names,
         which ``PyroOptim.set_state`` is keyed by; the RNG is left as it was."""
         x = self.data.train_x[: self.batch_size]
-        args = (
-            (x,)
-            if self.data.train_y is None
-            else (x, self.data.train_y[: self.batch_size])
-        )
+        args = (x,) if self.data.train_y is None else (x, self.data.train_y[: self.batch_size])
         with torch.random.fork_rng(devices=self._cuda_devices()), torch.no_grad(), poutine.block():
             guide_trace = poutine.trace(self.model.guide).get_trace(
                 *args, size=len(self.data.train_x)

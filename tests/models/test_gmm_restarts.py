@@ -155,3 +155,42 @@ def test_a_null_batch_size_takes_full_batch_steps():
     assert trainer.history[-1]["train/loss"] == pytest.approx(
         model.elbo().loss(model.model, model.guide, data.train_x) / len(data.train_x), rel=0.05
     )
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_em_refinement_takes_the_steps_of_scikit_learns_em_from_the_same_start(full):
+    from sklearn.mixture import GaussianMixture
+
+    from zoo.models.gmm import em_refined
+
+    torch.manual_seed(0)
+    x = load_dataset("old_faithful").train_x.double()
+    start = initial_components(x, 2, iterations=2)
+    refined = em_refined(x, start, 15, full=full)
+    kind = "full" if full else "diag"
+    if full:
+        cov = torch.diag_embed(start["scales"]) @ start["corr_cholesky"]
+        precision = torch.linalg.inv(cov @ cov.transpose(-1, -2))
+    else:
+        precision = start["scales"].pow(-2)
+    reference = GaussianMixture(
+        2,
+        covariance_type=kind,
+        weights_init=(start["weights"] / start["weights"].sum()).numpy(),
+        means_init=start["locs"].numpy(),
+        precisions_init=precision.numpy(),
+        max_iter=15,
+        tol=0.0,
+        reg_covar=0.0,
+    ).fit(x.numpy())
+    assert torch.allclose(refined["weights"], torch.from_numpy(reference.weights_), atol=1e-6)
+    assert torch.allclose(refined["locs"], torch.from_numpy(reference.means_), atol=1e-6)
+    covariances = torch.from_numpy(reference.covariances_)
+    scales = (covariances.diagonal(dim1=-2, dim2=-1) if full else covariances).sqrt()
+    assert torch.allclose(refined["scales"], scales, atol=1e-5)
+    if full:  # the correlations, shrunk by 1e-3 towards the identity
+        corr = covariances / (scales.unsqueeze(-1) * scales.unsqueeze(-2))
+        tril = refined["corr_cholesky"]
+        assert torch.allclose(
+            tril @ tril.transpose(-1, -2), 0.999 * corr + 1e-3 * torch.eye(2), atol=1e-5
+        )

@@ -21,8 +21,10 @@ through ``CorrCholeskyTransform``), whose KL to the LKJ prior is estimated by Mo
 
 Initialization (:meth:`GMM.build`): on a random subset of at most ``init_points`` training
 rows, each of ``restarts`` candidates seeds the means by k-means++ (Arthur & Vassilvitskii
-2007), moves them by ``init_iterations`` Lloyd (k-means) iterations, and takes scales and
-weights from the points nearest each mean; the guide starts there, with each factor as wide
+2007), moves them by ``init_iterations`` Lloyd (k-means) iterations, takes scales and
+weights from the points nearest each mean, and refines them by ``init_em_steps`` iterations of
+expectation-maximization (soft assignments; the model's covariance type), as scikit-learn
+starts its own EM from k-means; the guide starts there, with each factor as wide
 as a posterior of that many points would be (a mean's sd is its component's scale over the
 square root of the component's share of the N training rows). The candidates then compete
 by successive halving (Jamieson & Talwalkar 2016): every round each survivor trains
@@ -88,6 +90,9 @@ class GMMSettings(ModelSettings):
     init_scale: float = setting(0.05, POSITIVE, gt=0.0)
     restarts: int = setting(4, "an integer >= 1", ge=1)
     init_iterations: int = setting(10, "an integer >= 0 (Lloyd iterations per start)", ge=0)
+    init_em_steps: int = setting(
+        20, "an integer >= 0 (EM iterations per start, after the Lloyd iterations)", ge=0
+    )
     restart_steps: int = setting(
         20, "an integer >= 0 (SVI steps per candidate and round of successive halving)", ge=0
     )
@@ -127,7 +132,9 @@ class GMMSettings(ModelSettings):
         constant = (data.train_x.std(0) == 0).nonzero().flatten().tolist()
         if constant:
             names = data.feature_names or [f"x{i}" for i in range(data.num_features)]
-            shown = ", ".join(names[i] for i in constant[:5]) + (", ..." if len(constant) > 5 else "")
+            shown = ", ".join(names[i] for i in constant[:5]) + (
+                ", ..." if len(constant) > 5 else ""
+            )
             return (
                 f"data={data.name} has {len(constant)} feature(s) with the same value in every "
                 f"training row ({shown}); the GMM's priors are scaled by each feature's standard "
@@ -180,6 +187,40 @@ def initial_components(
             corr_cholesky[j] = correlation_cholesky(x[nearest == j])
     weights = (counts + 1) / (counts.sum() + k)
     return {"weights": weights, "locs": locs, "scales": scales, "corr_cholesky": corr_cholesky}
+
+
+def em_refined(
+    x: torch.Tensor, start: dict, steps: int, *, full: bool, min_scale: float = 0.05
+) -> dict:
+    """``steps`` iterations of expectation-maximization for a Gaussian mixture on ``x`` from
+    ``start`` (soft assignments, then the weights, means and covariances they imply; diagonal
+    unless ``full``): the maximum-likelihood neighbourhood that SVI would otherwise reach
+    one small step at a time. Each scale stays at least ``min_scale`` times the data's."""
+    spread = x.std(0)
+    floor = min_scale * spread.min()
+    k, d = start["locs"].shape
+    params = {name: value.clone() for name, value in start.items()}
+    if not full:
+        params["corr_cholesky"] = torch.eye(d, dtype=x.dtype, device=x.device).expand(k, d, d)
+    for _ in range(steps):
+        shown = {n: v.unsqueeze(0) for n, v in params.items() if full or n != "corr_cholesky"}
+        resp = GMM._component_log_probs(x, shown)[0].softmax(-1)  # (N, K)
+        counts = resp.sum(0).clamp_min(1e-8)  # (K,)
+        locs = (resp.T @ x) / counts[:, None]
+        centred = x.unsqueeze(1) - locs  # (N, K, D)
+        weighted = resp.unsqueeze(-1) * centred
+        if full:
+            cov = torch.einsum("nki,nkj->kij", weighted, centred) / counts[:, None, None]
+            scales = cov.diagonal(dim1=-2, dim2=-1).sqrt().clamp_min(floor)
+            corr = cov / (scales.unsqueeze(-1) * scales.unsqueeze(-2))
+            shrunk = 0.999 * corr + 1e-3 * torch.eye(d, dtype=x.dtype, device=x.device)
+            params["corr_cholesky"] = torch.linalg.cholesky(shrunk)
+        else:
+            scales = ((weighted * centred).sum(0) / counts[:, None]).sqrt().clamp_min(floor)
+        params.update(weights=counts / counts.sum(), locs=locs, scales=scales)
+    if not full:
+        params["corr_cholesky"] = start["corr_cholesky"]
+    return params
 
 
 def correlation_cholesky(rows: torch.Tensor, shrink: float = 1e-3) -> torch.Tensor:
@@ -337,6 +378,7 @@ class GMM(ZooModel):
         init_scale: float = 0.05,
         restarts: int = 4,
         init_iterations: int = 10,
+        init_em_steps: int = 20,
         restart_steps: int = 20,
         restart_batch_size: int = 256,
         restart_lr: float = 0.05,
@@ -370,7 +412,12 @@ class GMM(ZooModel):
             init_scale=init_scale,
         ).to(x.device)
         starts = [
-            initial_components(x, components, iterations=init_iterations)
+            em_refined(
+                x,
+                initial_components(x, components, iterations=init_iterations),
+                init_em_steps,
+                full=covariance == "full",
+            )
             for _ in range(restarts)
         ]
         model.restart(
@@ -507,9 +554,7 @@ class GMM(ZooModel):
                 self.posterior.load_state_dict(states[index])
                 elbos[index] = self._train_and_score(x, steps_now, batch_size, lr, particles)
                 states[index] = self._guide_state()
-            alive = sorted(
-                (i for i in alive if math.isfinite(elbos[i])), key=lambda i: -elbos[i]
-            )
+            alive = sorted((i for i in alive if math.isfinite(elbos[i])), key=lambda i: -elbos[i])
             if not alive:
                 raise ValueError("every restart ended with a non-finite ELBO; lower restart_lr")
             if len(alive) == 1:
