@@ -256,6 +256,13 @@ def test_an_unknown_metric_is_a_config_error_naming_the_ones_there_are(digits, t
         t.fit()
 
 
+def test_an_unknown_metric_is_refused_even_when_the_loss_rule_stopped_first(digits, tmp_path):
+    rules = StopSettings(tol=1.0, window=1, min_steps=3, patience=2, metric="test/elbow")
+    t = trainer(digits, tmp_path, rules)
+    with pytest.raises(ConfigError, match="test/elbow"):
+        t.fit()
+
+
 def test_the_summary_says_why_training_stopped(tmp_path):
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose(

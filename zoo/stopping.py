@@ -128,8 +128,10 @@ class Stopper:
         settings = self.settings
         if settings.patience is None:
             return None
-        if settings.metric not in metrics:
+        if settings.metric not in metrics:  # checked even once stopped: a typo never passes
             raise KeyError(settings.metric)
+        if self.reason is not None:
+            return self.reason
         value = float(metrics[settings.metric])
         sign = 1.0 if settings.mode == "max" else -1.0
         if not math.isfinite(value):

@@ -254,8 +254,7 @@ class Trainer:
                 last = self.epoch + 1 == self.settings.epochs or self.stopper.reason is not None
                 if self.evaluate and ((self.epoch + 1) % self.settings.eval_every == 0 or last):
                     record.update(self._evaluate())
-                    if self.stopper.reason is None:
-                        self._watch(record)
+                    self._watch(record)
                 self.epoch += 1
                 record["train/steps_total"] = self.stopper.steps
                 if self.stopper.reason is not None:
