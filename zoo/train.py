@@ -533,10 +533,11 @@ class Trainer:
             )
         self.load_state(state, source)
 
-    def load_state(self, state: dict, source: str | os.PathLike = "the checkpoint") -> None:
+    def load_state(self, state: dict, source: str | os.PathLike = "<state>") -> None:
         """Continues from ``state`` (a :meth:`state` of a trainer of the same model).
 
-        :param source: the file it came from, for the message.
+        :param source: the file it came from, for the message (``<state>`` for a state
+            given in memory).
         :raises UnusableCheckpoint: naming ``source``, if keys are missing, a tensor has
             another shape than the model's, or torch refuses it; nothing is loaded when the
             keys or shapes are wrong.

@@ -355,3 +355,13 @@ def test_an_op_computed_by_a_handler_inside_keeps_its_value():
     with flipout(linear=True), LocalReparameterizationMessenger():
         y = layer(x)
     assert len(y.unique()) == 16
+
+
+def test_local_reparameterization_keeps_an_op_that_flipout_inside_it_computed():
+    """The other order: flipout inside local reparameterization samples the dense layer, so
+    16 rows of one input get the drawn weight or its mirror image, 2 values at most."""
+    x, (q_w, _) = torch.ones(16, 1), normal_weights((1, 1))
+    layer = sampled_layer(linear, q_w, None)
+    with LocalReparameterizationMessenger(), flipout(linear=True):
+        y = layer(x)
+    assert len(y.unique()) <= 2

@@ -54,6 +54,8 @@ class LocalReparameterizationMessenger(NormalDrawRecorder):
     """
 
     def _pyro_linear(self, msg: Message) -> None:
+        if msg["done"]:
+            return  # computed by a handler inside this one (flipout): its result stands
         x, weight, *rest = msg["args"]
         bias = rest[0] if rest else msg["kwargs"].get("bias")
         q_weight = self._normal_drawn_as(weight)
