@@ -62,3 +62,14 @@ def test_a_signal_in_an_epoch_names_its_step_and_the_kept_checkpoint(digits, tmp
     assert "interrupted by SIGINT at epoch 2, step 3 of 5" in message
     assert f"the checkpoint of epoch 1 is {tmp_path / 'checkpoint.pt'}" in message
     assert stopped.value.exit_code == 130 and t.epoch == 1 and len(calls) == 8
+
+
+def test_a_state_given_in_memory_is_named_as_such_when_it_does_not_fit(digits, tmp_path):
+    from zoo.checkpoint import UnusableCheckpoint
+
+    t = trainer(digits, tmp_path, epochs=1)
+    t.fit()
+    state = t.state()
+    state["epoch"] = -1
+    with pytest.raises(UnusableCheckpoint, match=r"checkpoint <state> does not fit this run"):
+        trainer(digits, tmp_path / "other").load_state(state)
