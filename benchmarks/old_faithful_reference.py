@@ -1,6 +1,7 @@
 """Maximum-likelihood references for the Old Faithful table, fitted to all 272 rows.
 
-- 2-D, two components, diagonal covariances: scikit-learn's GaussianMixture (EM, 20 starts).
+- 2-D, two components, diagonal and full covariances: scikit-learn's GaussianMixture (EM,
+  20 starts).
 - 1-D waiting time, two components with one shared sd: EM written out below, from many
   starts, keeping the best log-likelihood.
 
@@ -53,6 +54,16 @@ def main() -> None:
         print(
             f"  weight {gm.weights_[k]:.3f}  mean ({gm.means_[k, 0]:.2f}, {gm.means_[k, 1]:.1f})"
             f"  sd ({np.sqrt(gm.covariances_[k, 0]):.2f}, {np.sqrt(gm.covariances_[k, 1]):.2f})"
+        )
+    print(f"  log-likelihood {gm.score(rows) * len(rows):.2f}")
+    gm = GaussianMixture(2, covariance_type="full", n_init=20, random_state=0).fit(rows)
+    print(f"2-D full-covariance ML fit of {len(rows)} rows (eruptions, waiting):")
+    for k in np.argsort(gm.means_[:, 0]):
+        sd = np.sqrt(np.diag(gm.covariances_[k]))
+        corr = gm.covariances_[k][0, 1] / (sd[0] * sd[1])
+        print(
+            f"  weight {gm.weights_[k]:.3f}  mean ({gm.means_[k, 0]:.2f}, {gm.means_[k, 1]:.1f})"
+            f"  sd ({sd[0]:.2f}, {sd[1]:.2f})  correlation {corr:.3f}"
         )
     print(f"  log-likelihood {gm.score(rows) * len(rows):.2f}")
     log_lik, weights, mu, sd = equal_sd_em(rows[:, 1])

@@ -140,6 +140,11 @@ def _format(mean: float, sd: float, fmt: str) -> str:
     return text if math.isnan(sd) else f"{text} ± {format(sd, fmt)}"
 
 
+def _seconds(value: float) -> str:
+    """Whole seconds from 10 s up; below, two significant digits (0.16 s, not 0 s)."""
+    return f"{value:.0f} s" if value >= 10 else f"{value:.2g} s"
+
+
 def table_rows(results: Path, name: str, spec: dict) -> list[dict]:
     """One dict per row: its cells (formatted), raw values for the CSV, and its run count."""
     rows = []
@@ -188,7 +193,7 @@ def render_table(name: str, spec: dict, rows: list[dict]) -> str:
     for r in rows:
         complete = r["runs"] == len(seeds)
         seed_cell = f"{r['runs']}/{len(seeds)}" + ("" if complete else " **incomplete**")
-        time_cell = "–" if math.isnan(r["train_s"]) else f"{r['train_s']:.0f} s"
+        time_cell = "–" if math.isnan(r["train_s"]) else _seconds(r["train_s"])
         cells = [r["row"]["label"], *r["cells"].values(), seed_cell, time_cell]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines += ["", "Commands, one per row:", "", "```bash"]
