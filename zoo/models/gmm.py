@@ -492,18 +492,22 @@ class GMM(ZooModel):
     # ---- initialization ----------------------------------------------------------------
 
     def start_at(self, start: dict, num_points: int | None = None) -> None:
-        """Centres the guide on ``{"weights", "locs", "scales"}``. With ``num_points``, each
+        """Centres the guide on ``{"weights", "locs", "scales"}`` (and a full covariance's
+        ``corr_cholesky``, the identity where the start has none). With ``num_points``, each
         factor is as wide as a posterior of that many points: the weights' Dirichlet has their
         posterior's total concentration (``num_points + sum(alpha)``, whatever the
         assignments), component k's means an sd of ``scales_k / sqrt(n_k)`` and its log-scales
         ``1 / sqrt(2 n_k)``, where ``n_k = weights_k num_points`` (at least 1): the Gaussian
-        posterior widths of a mean and a log-sd from ``n_k`` points. Without it the means and
-        scales take the guide's ``init_scale`` and the weights the prior's width."""
+        posterior widths of a mean and a log-sd from ``n_k`` points (and ``1 / sqrt(n_k)`` for
+        each unconstrained correlation number, about the sd of atanh of a correlation).
+        Without it the means and scales take the guide's ``init_scale`` and the weights the
+        prior's width."""
         full = self.covariance == "full"
         corr = start.get("corr_cholesky") if full else None
         if full and corr is None:  # a start without correlations: none
             d = self.num_features
-            corr = torch.eye(d, dtype=start["locs"].dtype).expand(self.components, d, d)
+            eye = torch.eye(d, dtype=start["locs"].dtype, device=start["locs"].device)
+            corr = eye.expand(self.components, d, d)
         if num_points is None:
             for name in ("locs", "scales"):
                 self.posterior.initialize(name, start[name])
@@ -516,7 +520,7 @@ class GMM(ZooModel):
         self.posterior.initialize(
             "scales", start["scales"], (2 * share).rsqrt().expand_as(start["scales"])
         )
-        if full:  # the D(D-1)/2 unconstrained numbers: about atanh of a correlation, sd 1/sqrt(n)
+        if full:  # the D(D-1)/2 unconstrained numbers of the correlation factor
             pairs = self.num_features * (self.num_features - 1) // 2
             self.posterior.initialize("corr_cholesky", corr, share.rsqrt().expand(-1, pairs))
         total = num_points + self.weight_concentration.sum()
