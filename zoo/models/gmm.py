@@ -94,11 +94,11 @@ class GMMSettings(ModelSettings):
         20, "an integer >= 0 (EM iterations per start, after the Lloyd iterations)", ge=0
     )
     restart_steps: int = setting(
-        20, "an integer >= 0 (SVI steps per candidate and round of successive halving)", ge=0
+        0, "an integer >= 0 (SVI steps per candidate and round of successive halving)", ge=0
     )
     restart_batch_size: int = setting(256, "an integer >= 1", ge=1)
     restart_lr: float = setting(0.05, POSITIVE, gt=0.0)
-    restart_particles: int = setting(8, "an integer >= 1", ge=1)
+    restart_particles: int = setting(2, "an integer >= 1", ge=1)
     init_points: int = setting(10_000, "an integer >= model.components", ge=1)
     evaluation: GMMEvaluation = setting(GMMEvaluation(), "the evaluation settings", trains=False)
 
@@ -379,10 +379,10 @@ class GMM(ZooModel):
         restarts: int = 4,
         init_iterations: int = 10,
         init_em_steps: int = 20,
-        restart_steps: int = 20,
+        restart_steps: int = 0,
         restart_batch_size: int = 256,
         restart_lr: float = 0.05,
-        restart_particles: int = 8,
+        restart_particles: int = 2,
         init_points: int = 10_000,
     ) -> GMM:
         """A GMM with priors scaled to ``data.train_x`` and the best of ``restarts`` k-means++
