@@ -4,7 +4,6 @@ and takes ``create_plates``'s plates as one plate or a list."""
 
 import pyro
 import pyro.distributions as dist
-import pytest
 import torch
 
 from zoo.guides import MeanField
@@ -48,12 +47,3 @@ def test_create_plates_may_return_a_list_of_plates():
     trace = pyro.poutine.trace(MeanField(model, create_plates=plates)).get_trace(torch.zeros(4))
     assert made and trace.nodes["m"]["value"].shape == (4,)
     assert trace.nodes["m"]["cond_indep_stack"][0].name == "k"
-
-
-def test_a_guide_not_set_up_says_so_word_for_word():
-    with pytest.raises(ValueError) as error:
-        MeanField(model).median()
-    assert str(error.value) == (
-        "MeanField is not set up yet and the model needs arguments: "
-        "pass them (guide.median(x)) or call the guide once"
-    )
