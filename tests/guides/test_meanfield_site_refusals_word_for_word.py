@@ -70,5 +70,5 @@ def test_the_param_store_name_is_the_digest_of_the_sites_and_shapes():
 
     guide = MeanField(model)
     guide()
-    digest = hashlib.sha256("m:();w:(3,)".encode()).hexdigest()[:10]
+    digest = hashlib.sha256(b"m:();w:(3,)").hexdigest()[:10]
     assert guide._pyro_name.startswith(f"MeanField_{digest}")
