@@ -46,3 +46,12 @@ def test_a_double_precision_site_gets_its_scale_in_double_precision():
     assert F.softplus(guide.m_scale_raw).item() == pytest.approx(0.3, rel=1e-12)
     guide.initialize("m", torch.tensor(0.0, dtype=torch.float64), scale=0.1)
     assert F.softplus(guide.m_scale_raw).item() == pytest.approx(0.1, rel=1e-12)
+
+
+def test_an_init_value_given_as_a_number_takes_the_sites_dtype():
+    def double():
+        pyro.sample("m", dist.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0))
+
+    guide = MeanField(double, init_values={"m": 0.1})
+    guide()
+    assert guide.m_loc.dtype == torch.float64 and guide.m_loc.item() == 0.1
