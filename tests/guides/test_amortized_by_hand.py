@@ -80,18 +80,20 @@ def test_encoder_inputs_choose_what_the_encoder_sees():
 def test_a_subsample_from_create_plates_gives_the_encoder_those_rows():
     encoder = FixedEncoder()
     rows = torch.tensor([2, 0])
-    label = "not a tensor"
+    label, weights, scalar = "not a tensor", torch.ones(5), torch.tensor(2.0)
+    per_row = torch.tensor([10.0, 11.0, 12.0])
     guide = AmortizedNormal(
         model,
         encoder,
         create_plates=lambda x, *rest: pyro.plate("data", len(x), subsample=rows),
-        encoder_inputs=lambda x, *rest: (x, label, torch.ones(5)),
+        encoder_inputs=lambda x, *rest: (x, label, weights, scalar, per_row),
     )
     z = guide(X)["z"]
     seen = encoder.seen[-1]
     assert torch.equal(seen[0], X[rows]) and z.shape == (2, 2)
+    assert torch.equal(seen[4], torch.tensor([12.0, 10.0]))  # one value per row: subsampled
     # what does not have a row per data point is passed as it is
-    assert seen[1] is label and seen[2].shape == (5,)
+    assert seen[1] is label and seen[2] is weights and seen[3] is scalar
 
 
 def test_without_create_plates_the_plate_takes_each_batchs_size():
