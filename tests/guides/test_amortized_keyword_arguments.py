@@ -49,3 +49,9 @@ def test_inside_an_autoguidelist_the_lists_plates_get_the_arguments():
     guide = AutoGuideList(model, create_plates=lambda x: pyro.plate("data", len(x)))
     guide.append(AmortizedNormal(model, Encoder()))
     assert guide(X)["z"].shape == (3, 2)
+
+
+def test_create_plates_may_return_a_list_of_plates():
+    guide = AmortizedNormal(model, Encoder(), create_plates=lambda x: [pyro.plate("data", len(x))])
+    trace = pyro.poutine.trace(guide).get_trace(X)
+    assert trace.nodes["z"]["cond_indep_stack"][0].name == "data"
