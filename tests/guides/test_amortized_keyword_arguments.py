@@ -3,8 +3,11 @@ call (the guide, distribution, median, get_posterior, sample_latent; with ``enco
 since the default input is the first positional argument), and passes them to the plates of
 the AutoGuideList it sits in."""
 
+import hashlib
+
 import pyro
 import pyro.distributions as dist
+import pytest
 import torch
 from pyro.infer.autoguide import AutoGuideList
 from torch import nn
@@ -55,3 +58,19 @@ def test_create_plates_may_return_a_list_of_plates():
     guide = AmortizedNormal(model, Encoder(), create_plates=lambda x: [pyro.plate("data", len(x))])
     trace = pyro.poutine.trace(guide).get_trace(X)
     assert trace.nodes["z"]["cond_indep_stack"][0].name == "data"
+
+
+def test_a_missing_site_is_refused_also_when_called_by_keyword():
+    guide = AmortizedNormal(model, Encoder(), site="w", encoder_inputs=lambda x: (x,))
+    with pytest.raises(ValueError) as error:
+        guide(x=X)
+    assert (
+        str(error.value) == "the model has no sample site 'w'; its sample sites: ['data', 'z', 'x']"
+    )
+
+
+def test_the_param_store_name_is_the_digest_of_site_event_dim_and_encoder_class():
+    guide = AmortizedNormal(model, Encoder())
+    guide(X)
+    digest = hashlib.sha256(b"z:1:Encoder").hexdigest()[:10]
+    assert guide._pyro_name.startswith(f"AmortizedNormal_{digest}")
