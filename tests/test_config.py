@@ -104,7 +104,7 @@ def test_a_model_file_sets_its_data_trainer_and_optim_defaults():
     assert (cfg.data.name, cfg.trainer.batch_size, cfg.optim.optim_args.lr) == (
         "old_faithful",
         None,  # full batch
-        0.02,
+        0.002,
     )
     cfg = compose_config(["model=gmm", "data=synthetic_gmm", "trainer.batch_size=32"])
     assert (cfg.data.name, cfg.trainer.batch_size) == ("synthetic_gmm", 32)
