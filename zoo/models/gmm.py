@@ -213,8 +213,7 @@ def em_refined(
             cov = torch.einsum("nki,nkj->kij", weighted, centred) / counts[:, None, None]
             scales = cov.diagonal(dim1=-2, dim2=-1).sqrt().clamp_min(floor)
             corr = cov / (scales.unsqueeze(-1) * scales.unsqueeze(-2))
-            shrunk = 0.999 * corr + 1e-3 * torch.eye(d, dtype=x.dtype, device=x.device)
-            params["corr_cholesky"] = torch.linalg.cholesky(shrunk)
+            params["corr_cholesky"] = shrunk_cholesky(corr)
         else:
             scales = ((weighted * centred).sum(0) / counts[:, None]).sqrt().clamp_min(floor)
         params.update(weights=counts / counts.sum(), locs=locs, scales=scales)
@@ -224,11 +223,16 @@ def em_refined(
 
 
 def correlation_cholesky(rows: torch.Tensor, shrink: float = 1e-3) -> torch.Tensor:
-    """The Cholesky factor of the rows' correlation matrix (D, D), shrunk by ``shrink``
-    towards the identity so that it stays positive definite for nearly collinear rows."""
-    corr = torch.corrcoef(rows.T)
-    corr = (1 - shrink) * corr + shrink * torch.eye(len(corr), dtype=rows.dtype, device=rows.device)
-    return torch.linalg.cholesky(corr)
+    """The Cholesky factor of the rows' correlation matrix (D, D), shrunk as
+    :func:`shrunk_cholesky` shrinks it."""
+    return shrunk_cholesky(torch.corrcoef(rows.T), shrink)
+
+
+def shrunk_cholesky(corr: torch.Tensor, shrink: float = 1e-3) -> torch.Tensor:
+    """The Cholesky factor of correlation matrices ``corr`` (..., D, D) shrunk by ``shrink``
+    towards the identity, so that it exists for nearly collinear data."""
+    eye = torch.eye(corr.shape[-1], dtype=corr.dtype, device=corr.device)
+    return torch.linalg.cholesky((1 - shrink) * corr + shrink * eye)
 
 
 def best_permutation(fitted: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
