@@ -28,12 +28,15 @@ SPEC = {
 }
 
 
-def write_run(results, seed, elbo, *, epochs=3, row="a"):
+def write_run(results, seed, elbo, *, epochs=3, row="a", stop=None):
     folder = results / "runs" / "toy" / row / f"seed={seed}"
     folder.mkdir(parents=True)
+    trainer = {"epochs": epochs, "progress": seed == 0}
+    if stop is not None:
+        trainer["stop"] = stop
     summary = {
         "seed": seed,
-        "config": {"seed": seed, "trainer": {"epochs": epochs, "progress": seed == 0}},
+        "config": {"seed": seed, "trainer": trainer},
         "metrics": {"test/elbo": elbo, "test/kl": 2.0 + seed},
         "time": {"train_s": 10.0 + seed},
         "machine": {"system": "Linux", "machine": "x86_64", "cpu_count": 2, "gpu": None},
@@ -227,3 +230,37 @@ def test_a_chart_draws_the_listed_columns_against_the_rows_x(tmp_path):
         "![time and memory against N](figures/cv/scaling.png)"
         in (tmp_path / "README.md").read_text()
     )
+
+
+# trainer.stop came with issue 17: a row's later seeds record it, its earlier ones do not
+STOP_OFF = {
+    "tol": None,
+    "window": 100,
+    "min_steps": 0,
+    "patience": None,
+    "metric": None,
+    "mode": "max",
+    "min_delta": 0.0,
+}
+
+
+def test_a_later_seed_with_the_stopping_rule_off_joins_seeds_that_predate_it(results):
+    write_run(results, 0, -10.0)
+    write_run(results, 1, -11.0, stop=STOP_OFF)
+    readme = build(results)["README.md"]
+    assert "| row a | -10.50 ± 0.71 |" in readme
+
+
+@pytest.mark.parametrize("rule", [{"tol": 0.001}, {"patience": 3, "metric": "test/elbo"}])
+def test_a_later_seed_that_stops_early_is_another_config(results, rule):
+    write_run(results, 0, -10.0)
+    write_run(results, 1, -11.0, stop={**STOP_OFF, **rule})
+    with pytest.raises(ReportError, match=r"seed 1 was run with another config.*trainer\.stop"):
+        build(results)
+
+
+def test_settings_of_a_rule_that_is_off_do_not_split_a_row(results):
+    # both off: a window matters only to a rule that is set, so the runs are one config
+    write_run(results, 0, -10.0, stop=STOP_OFF)
+    write_run(results, 1, -11.0, stop={**STOP_OFF, "window": 5})
+    assert "| row a | -10.50 ± 0.71 |" in build(results)["README.md"]

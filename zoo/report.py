@@ -13,8 +13,9 @@ overrides and writes summaries of the same form (``script: benchmarks/sklearn_gm
 metric name, or a dotted path into the summary (``time.fit_s``, ``resources.peak_rss_mb``).
 A table's ``chart`` draws some of its columns against each row's ``chart: {x, series}``.
 
-and their ``summary.json`` files are committed (the rest of each run folder is ignored by
-git), so the tables can be rebuilt and checked without retraining. The report writes
+Each run's folder is ``results/runs/<table>/<row>/<run>/``; only its ``summary.json`` is
+committed (the rest of each run folder is ignored by git), so the tables can be rebuilt and
+checked without retraining. The report writes
 ``results/README.md`` and one CSV per table. It refuses to put runs of different configs in
 one row, marks a row whose seeds are incomplete, and will not replace a committed table by
 one with fewer runs unless asked (``--force``).
@@ -41,6 +42,14 @@ RESULTS = Path("results")
 SPEC_NAME = "tables.yaml"
 # keys that may differ between the runs of one row (besides the swept key)
 PER_RUN_KEYS = {("seed",), ("resume",), ("trainer", "progress"), ("device",)}
+# Keys added to the config after some committed runs were made, each with the test of a value
+# that keeps the behaviour from before the key existed. Such a value is left out of the
+# comparison, so that a later seed of a row (which records the key) joins the earlier ones
+# (which do not); any other value is a different config. trainer.stop came with issue 17 and
+# does nothing unless one of its two rules is set.
+KEYS_ADDED_LATER = {
+    ("trainer", "stop"): lambda stop: stop.get("tol") is None and stop.get("patience") is None,
+}
 
 
 class ReportError(ZooError):
@@ -88,11 +97,19 @@ def _lookup(tree: dict, dotted: str) -> Any:
 def _without_per_run_keys(config: dict, swept: str) -> dict:
     config = json.loads(json.dumps(config))
     for path in PER_RUN_KEYS | {tuple(swept.split("."))}:
-        node = config
-        for key in path[:-1]:
-            node = node.get(key, {})
-        node.pop(path[-1], None)
+        _parent(config, path).pop(path[-1], None)
+    for path, keeps_earlier_behaviour in KEYS_ADDED_LATER.items():
+        parent = _parent(config, path)
+        if path[-1] in parent and keeps_earlier_behaviour(parent[path[-1]]):
+            del parent[path[-1]]
     return config
+
+
+def _parent(config: dict, path: tuple[str, ...]) -> dict:
+    node = config
+    for key in path[:-1]:
+        node = node.get(key, {})
+    return node
 
 
 def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
