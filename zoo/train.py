@@ -20,7 +20,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
@@ -41,6 +41,7 @@ from zoo.checkpoint import (
 )
 from zoo.errors import CheckpointError, ConfigError, Interrupted, TrainingDiverged
 from zoo.files import strict_json, write_text_atomic
+from zoo.free_bits import WITH_FREE_BITS
 from zoo.handlers import KLAnnealingMessenger
 from zoo.progress import progress_bar
 from zoo.schedules import Schedule
@@ -99,12 +100,23 @@ class TrainSettings(Settings):
 
 
 def make_elbo(
-    name: str, num_particles: int = 1, max_plate_nesting: int | None = None
+    name: str,
+    num_particles: int = 1,
+    max_plate_nesting: int | None = None,
+    free_bits: Mapping[str, float] | None = None,
 ) -> pyro.infer.ELBO:
     """The ELBO named ``name``; ``max_plate_nesting`` (the model's) places enumerated
-    dimensions to the left of the plates under ``traceenum``; None lets Pyro guess it."""
+    dimensions to the left of the plates under ``traceenum``; None lets Pyro guess it.
+    ``free_bits`` (``{site: nats}``, the model's) makes it the free-bits objective of
+    :mod:`zoo.free_bits`, for ``trace`` and ``meanfield`` only."""
     if name not in ELBOS:
         raise ValueError(f"trainer.elbo must be one of {sorted(ELBOS)}, got {name!r}")
+    if free_bits and any(free_bits.values()):
+        if ELBOS[name] not in WITH_FREE_BITS:
+            raise ValueError(
+                f"free bits need trainer.elbo=trace or meanfield, got trainer.elbo={name}"
+            )
+        return WITH_FREE_BITS[ELBOS[name]](num_particles=num_particles, free_bits=free_bits)
     options = {} if max_plate_nesting is None else {"max_plate_nesting": max_plate_nesting}
     if name == "jit":
         # the tracer warns of the Python branches on sizes in the data plate: they are taken
@@ -219,7 +231,10 @@ class Trainer:
         self.identity = identity or {}
         self.annealer = KLAnnealingMessenger(1.0)
         elbo = make_elbo(
-            settings.elbo, settings.num_particles, getattr(model, "max_plate_nesting", None)
+            settings.elbo,
+            settings.num_particles,
+            getattr(model, "max_plate_nesting", None),
+            getattr(model, "free_bits", None),
         )
         self.svi = GuardedSVI(model.model, model.guide, optim, elbo)
         self.elbo = elbo

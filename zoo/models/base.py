@@ -8,7 +8,9 @@ minibatch's log density by ``size / len(x)`` and every step estimates the full-d
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import pyro
@@ -67,6 +69,9 @@ class ZooModel(PyroModule):
 
     #: plates nested at most in the model, for ELBOs that enumerate (``TraceEnum_ELBO``)
     max_plate_nesting: int = 1
+    #: ``{site: nats}``: the free bits of each latent site's dimensions (:mod:`zoo.free_bits`);
+    #: the trainer's ELBO becomes the free-bits objective when one is above 0
+    free_bits: Mapping[str, float] = MappingProxyType({})
     #: the model's settings, which :mod:`zoo.config` checks before anything is built
     Settings: ClassVar[type[ModelSettings]] = ModelSettings
 

@@ -48,11 +48,12 @@ class VAEEvaluation(Settings):
 class VAESettings(ModelSettings):
     name: Literal["vae"] = "vae"
     latent_dim: int = setting(50, "an integer >= 1", ge=1)
-    hidden_dims: LayerSizes = setting(
-        [400], "a list of integers >= 1, e.g. [128] or [] for none"
-    )
+    hidden_dims: LayerSizes = setting([400], "a list of integers >= 1, e.g. [128] or [] for none")
     activation: Activation = setting("softplus", "softplus, relu, tanh or elu")
     scale: Literal["exp", "softplus"] = setting("exp", "exp or softplus")
+    free_bits: float = setting(
+        0.0, "a finite number >= 0 (nats per latent dimension, zoo.free_bits; 0: the ELBO)", ge=0.0
+    )
     evaluation: VAEEvaluation = setting(VAEEvaluation(), "the evaluation settings", trains=False)
 
     def data_problem(self, data) -> str | None:
@@ -60,6 +61,14 @@ class VAESettings(ModelSettings):
             return (
                 f"model=vae models images (a Bernoulli likelihood of pixel intensities in [0, 1]), "
                 f"and data={data.name} is {data.kind} data; use data=digits, fashion_mnist or mnist"
+            )
+        return None
+
+    def trainer_problem(self, trainer) -> str | None:
+        if self.free_bits > 0 and trainer.elbo not in ("trace", "meanfield"):
+            return (
+                f"model.free_bits={self.free_bits} needs trainer.elbo=trace or meanfield "
+                f"(the free-bits objective extends those two), got trainer.elbo={trainer.elbo}"
             )
         return None
 
@@ -102,6 +111,9 @@ class VAE(ZooModel):
     :param str activation: ``softplus``, ``relu``, ``tanh`` or ``elu``.
     :param str scale: how the encoder's raw output becomes the guide's scale: ``exp`` or
         ``softplus``.
+    :param float free_bits: nats per latent dimension below which the KL of a dimension,
+        averaged over the minibatch, does not count in training (:mod:`zoo.free_bits`);
+        0 trains on the ELBO. The evaluation always reports the ELBO itself.
     """
 
     Settings = VAESettings
@@ -113,11 +125,14 @@ class VAE(ZooModel):
         hidden_dims: Sequence[int] = (400,),
         activation: str = "softplus",
         scale: str = "exp",
+        free_bits: float = 0.0,
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         self.latent_dim = latent_dim
+        # the KL of each dimension of z, averaged over the minibatch, counts above this only
+        self.free_bits = {"z": free_bits} if free_bits > 0 else {}
         decoder_sizes = [latent_dim, *hidden_dims[::-1], num_features]
         self.decoder = mlp(decoder_sizes, activation)
         self.encoder = AmortizedNormal(
