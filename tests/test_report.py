@@ -264,3 +264,18 @@ def test_settings_of_a_rule_that_is_off_do_not_split_a_row(results):
     write_run(results, 0, -10.0, stop=STOP_OFF)
     write_run(results, 1, -11.0, stop={**STOP_OFF, "window": 5})
     assert "| row a | -10.50 ± 0.71 |" in build(results)["README.md"]
+
+
+@pytest.mark.parametrize(("nats", "joins"), [(0.0, True), (0.25, False)])
+def test_a_later_seed_joins_only_without_free_bits(results, nats, joins):
+    write_run(results, 0, -10.0)
+    folder = results / "runs" / "toy" / "a" / "seed=1"
+    write_run(results, 1, -11.0)
+    summary = json.loads((folder / "summary.json").read_text())
+    summary["config"]["model"] = {"free_bits": nats}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    if joins:
+        assert "| row a | -10.50 ± 0.71 |" in build(results)["README.md"]
+    else:
+        with pytest.raises(ReportError, match=r"differs in model\.free_bits"):
+            build(results)

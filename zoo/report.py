@@ -46,9 +46,10 @@ PER_RUN_KEYS = {("seed",), ("resume",), ("trainer", "progress"), ("device",)}
 # that keeps the behaviour from before the key existed. Such a value is left out of the
 # comparison, so that a later seed of a row (which records the key) joins the earlier ones
 # (which do not); any other value is a different config. trainer.stop came with issue 17 and
-# does nothing unless one of its two rules is set.
+# does nothing unless one of its two rules is set; model.free_bits (issue 18) is off at 0.
 KEYS_ADDED_LATER = {
     ("trainer", "stop"): lambda stop: stop.get("tol") is None and stop.get("patience") is None,
+    ("model", "free_bits"): lambda nats: nats == 0,
 }
 
 
@@ -113,6 +114,11 @@ def _parent(config: dict, path: tuple[str, ...]) -> dict:
 
 
 def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    # a section one run lacks is compared as empty: the keys it differs in are named
+    if isinstance(a, dict) and b is None:
+        b = {}
+    if isinstance(b, dict) and a is None:
+        a = {}
     if isinstance(a, dict) and isinstance(b, dict):
         keys = sorted(set(a) | set(b))
         return [d for k in keys for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
