@@ -4,6 +4,7 @@ the importance-weighted log-likelihood."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pyro
 import torch
@@ -37,7 +38,13 @@ def elbo_parts(model, guide, *args, **kwargs) -> tuple[float, float]:
 
 
 def importance_log_likelihood(
-    model, guide, x: torch.Tensor, *, num_samples: int, chunk_size: int = 500
+    model,
+    guide,
+    x: torch.Tensor,
+    *,
+    num_samples: int,
+    chunk_size: int = 500,
+    log_weights: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Importance-weighted estimate of log p(x_i) for each row of ``x`` (Burda et al. 2016):
     ``log (1/K) sum_k p(x_i, z_k) / q(z_k | x_i)`` with ``z_k ~ q(z | x_i)``.
@@ -46,6 +53,11 @@ def importance_log_likelihood(
     VAE), so the weights factor over data points. Samples are drawn ``chunk_size`` at a
     time in a vectorized particle plate, so memory grows with ``chunk_size``, not K.
 
+    :param log_weights: ``log_weights(x, k)``, the ``(k, len(x))`` log weights
+        ``log p(x, z) - log q(z | x)`` of ``k`` fresh draws, computed by the model itself
+        without a Pyro trace (the VAE's :meth:`~zoo.models.vae.VAE.importance_log_weights`);
+        it must equal the traced weights of ``model`` and ``guide``. By default the chunk's
+        model and guide are traced.
     :returns: a tensor of shape ``(len(x),)``.
     """
     log_weight_chunks = []
@@ -53,16 +65,26 @@ def importance_log_likelihood(
     while remaining > 0:
         k = min(chunk_size, remaining)
         remaining -= k
-        with pyro.plate("particles", k, dim=-2):
-            guide_trace = poutine.trace(guide).get_trace(x)
-            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
-        log_weight = torch.zeros(k, len(x), device=x.device)
-        for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
-            for site in trace.nodes.values():
-                if site["type"] == "sample" and not poutine.util.site_is_subsample(site):
-                    log_weight = log_weight + sign * site["fn"].log_prob(site["value"])
+        if log_weights is not None:
+            log_weight = log_weights(x, k)
+        else:
+            log_weight = _traced_log_weights(model, guide, x, k)
         log_weight_chunks.append(torch.logsumexp(log_weight, dim=0))
     return torch.logsumexp(torch.stack(log_weight_chunks), dim=0) - math.log(num_samples)
+
+
+def _traced_log_weights(model, guide, x: torch.Tensor, k: int) -> torch.Tensor:
+    """``log p(x, z) - log q(z | x)`` of ``k`` draws of the guide, ``(k, len(x))``, from one
+    trace of each program in a vectorized particle plate."""
+    with pyro.plate("particles", k, dim=-2):
+        guide_trace = poutine.trace(guide).get_trace(x)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+    log_weight = torch.zeros(k, len(x), device=x.device)
+    for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
+        for site in trace.nodes.values():
+            if site["type"] == "sample" and not poutine.util.site_is_subsample(site):
+                log_weight = log_weight + sign * site["fn"].log_prob(site["value"])
+    return log_weight
 
 
 def adjusted_rand_index(labels_true: torch.Tensor, labels_pred: torch.Tensor) -> float:

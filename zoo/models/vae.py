@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 import pyro
 import pyro.distributions as dist
 import torch
+import torch.nn.functional as F
 from pydantic import Field
 from pyro.nn import pyro_method
 from torch import nn
@@ -31,6 +32,12 @@ from zoo.schema import Settings, setting
 
 ACTIVATIONS = {"softplus": nn.Softplus, "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU}
 TEST_BINARIZATION_SEED = 20140101  # fixed once for all runs: test numbers stay comparable
+# decoder passes per chunk of the importance-weighted estimate: their logits (5000 x 784
+# floats, 16 MB) stay near the cache for the elementwise log density, which at 250,000 rows
+# per chunk (0.8 GB) runs at memory speed. benchmarks/iwae_evaluation.py (Fashion-MNIST
+# shapes, one thread, both cores busy with other jobs): 1.73 times the decoder's matrix
+# multiplies alone, against 2.02 untraced at 250,000 rows and 3.59 traced
+IW_ROWS_PER_CHUNK = 5000
 
 
 Activation = Literal["softplus", "relu", "tanh", "elu"]
@@ -167,6 +174,21 @@ class VAE(ZooModel):
         generator = torch.Generator().manual_seed(TEST_BINARIZATION_SEED)
         return binarize(x.cpu(), generator).to(x.device)
 
+    def importance_log_weights(self, x: torch.Tensor, num_samples: int) -> torch.Tensor:
+        """``log p(x, z_k) - log q(z_k | x)`` for ``num_samples`` fresh draws z_k of the guide,
+        shape ``(num_samples, len(x))``: the traced weights of :func:`zoo.metrics.importance_log_likelihood`
+        (the same draws from the same random stream, the same numbers up to rounding) in plain
+        torch, without a Pyro trace per chunk."""
+        q = self.encoder.distribution(x)  # Normal(loc, scale).to_event(1), (B,) x (L,)
+        z = q.rsample((num_samples,))  # (K, B, L)
+        log_prior = dist.Normal(0.0, 1.0).log_prob(z).sum(-1)
+        logits = self.decoder(z)  # (K, B, D)
+        # log Bernoulli(x | logits) summed over pixels, = x . logits - sum softplus(logits): the
+        # product as a batched reduction, never a (K, B, D) tensor of it (17% faster than
+        # binary_cross_entropy_with_logits here, which makes three such tensors)
+        log_likelihood = torch.einsum("kbd,bd->kb", logits, x) - F.softplus(logits).sum(-1)
+        return log_likelihood + log_prior - q.log_prob(z)
+
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Pixel probabilities decoded from the posterior mean of z."""
@@ -206,7 +228,8 @@ class VAE(ZooModel):
                         self.guide,
                         batch,
                         num_samples=iw_samples,
-                        chunk_size=max(1, 250_000 // len(batch)),
+                        chunk_size=max(1, IW_ROWS_PER_CHUNK // len(batch)),
+                        log_weights=self.importance_log_weights,
                     )
                     .sum()
                     .item()
