@@ -113,7 +113,7 @@ def main() -> None:
     zoo_model = BNN.build(
         data, hidden_dims=args.hidden, prior="gaussian", prior_sigma=args.prior_sigma
     )
-    settings = TrainSettings(epochs=0, batch_size=args.batch_size, elbo=args.elbo, progress=False)
+    settings = TrainSettings(epochs=1, batch_size=args.batch_size, elbo=args.elbo, progress=False)
     trainer = Trainer(zoo_model, data, Adam({"lr": args.lr}, implementation=args.optim), settings)
     torch.manual_seed(0)
     sizes = [data.num_features, *args.hidden, data.num_classes]
@@ -122,7 +122,7 @@ def main() -> None:
     closed_form = args.elbo == "meanfield"
 
     def zoo_epoch(epoch: int) -> float:
-        trainer.settings = dataclasses.replace(settings, epochs=epoch)
+        trainer.settings = settings.model_copy(update={"epochs": epoch})
         return trainer.fit()[-1]["train/loss"]
 
     def torch_epoch() -> float:

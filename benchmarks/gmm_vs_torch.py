@@ -23,7 +23,6 @@ subprocess reports its peak resident memory (``ru_maxrss``) and that after loadi
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import resource
@@ -120,14 +119,14 @@ def zoo_trainer(
     optim: str = DEFAULT_IMPLEMENTATION,
 ) -> Trainer:
     settings = TrainSettings(
-        epochs=0, batch_size=batch_size, sampling="replacement", progress=False, elbo=elbo
+        epochs=1, batch_size=batch_size, sampling="replacement", progress=False, elbo=elbo
     )
     return Trainer(model, data, Adam({"lr": lr}, implementation=optim), settings)
 
 
 def zoo_steps(trainer: Trainer, steps: int) -> None:
     trainer.steps_per_epoch = steps  # an "epoch" of this many minibatches
-    trainer.settings = dataclasses.replace(trainer.settings, epochs=trainer.epoch + 1)
+    trainer.settings = trainer.settings.model_copy(update={"epochs": trainer.epoch + 1})
     trainer.fit()
 
 

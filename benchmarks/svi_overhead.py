@@ -13,7 +13,6 @@ plain PyTorch) in one process; the ratio is the median over rounds of trainer / 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import statistics
@@ -93,7 +92,7 @@ def main() -> None:
     data = SimpleNamespace(train_x=x, train_y=None, name="one_site")
 
     zoo_model = OneSite()
-    settings = TrainSettings(epochs=0, batch_size=args.batch_size, progress=False)
+    settings = TrainSettings(epochs=1, batch_size=args.batch_size, progress=False)
     trainer = Trainer(zoo_model, data, pyro.optim.Adam({"lr": 1e-2}), settings)
     pyro_model = OneSite()
     pyro_svi = SVI(pyro_model.model, pyro_model.guide, pyro.optim.Adam({"lr": 1e-2}), Trace_ELBO())
@@ -105,7 +104,7 @@ def main() -> None:
     optimizer = torch.optim.Adam(params, lr=1e-2)
 
     def zoo_trainer():
-        trainer.settings = dataclasses.replace(settings, epochs=trainer.epoch + 1)
+        trainer.settings = settings.model_copy(update={"epochs": trainer.epoch + 1})
         trainer.fit()
 
     methods = {

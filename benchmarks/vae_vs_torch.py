@@ -95,14 +95,14 @@ def main() -> None:
     x_test = VAE.test_inputs(data.test_x)
     pyro.set_rng_seed(0)
     zoo_model = VAE.build(data, latent_dim=args.latent, hidden_dims=[args.hidden])
-    settings = TrainSettings(epochs=0, batch_size=args.batch_size, elbo=args.elbo, progress=False)
+    settings = TrainSettings(epochs=1, batch_size=args.batch_size, elbo=args.elbo, progress=False)
     trainer = Trainer(zoo_model, data, Adam({"lr": 1e-3}, implementation=args.optim), settings)
     torch.manual_seed(0)
     reference = TorchVAE(data.num_features, args.hidden, args.latent)
     optimizer = reference_adam(reference.parameters(), 1e-3, args.torch_adam)
 
     def zoo_epoch(epoch: int) -> float:
-        trainer.settings = dataclasses.replace(settings, epochs=epoch)
+        trainer.settings = settings.model_copy(update={"epochs": epoch})
         return trainer.fit()[-1]["train/loss"]
 
     def torch_epoch() -> float:
