@@ -4,6 +4,7 @@ loop, the epoch-by-epoch alternation of the two sides, and the ratios and the JS
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -77,3 +78,74 @@ def ratios_result(name: str, settings: dict, zoo_times: list, torch_times: list)
 def write_result(result: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def interleave(epochs: int, sides: dict[str, Callable[[int], object]]) -> dict[str, list[float]]:
+    """Runs each side's ``epoch(epoch)`` in turn, epoch by epoch, so that all see the same
+    load; returns the seconds of each side's epochs."""
+    seconds: dict[str, list[float]] = {name: [] for name in sides}
+    for epoch in range(1, epochs + 1):
+        for name, run in sides.items():
+            start = time.perf_counter()
+            run(epoch)
+            seconds[name].append(time.perf_counter() - start)
+        print(
+            f"epoch {epoch}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in seconds.items()),
+            flush=True,
+        )
+    return seconds
+
+
+def peer_ratios(seconds: dict[str, list[float]], peers=("zoo", "torch", "numpyro")) -> dict:
+    """The median, min and max of the per-epoch ratio of each pair of peers and of each peer
+    to the ``floor``, the first epoch left out (one-off costs: JIT compilation)."""
+    pairs = [(a, b) for i, a in enumerate(peers) for b in peers[i + 1 :]]
+    pairs += [(side, "floor") for side in peers]
+    ratios = {}
+    for a, b in pairs:
+        per_epoch = [x / y for x, y in zip(seconds[a][1:], seconds[b][1:])]
+        ratios[f"{a}/{b}"] = {
+            "median": statistics.median(per_epoch),
+            "min": min(per_epoch),
+            "max": max(per_epoch),
+        }
+    return ratios
+
+
+def peer_result(name: str, settings: dict, seconds: dict, check: dict, versions: dict) -> dict:
+    """The JSON of a benchmark against peers: settings, seconds, ratios, the check that the
+    sides did the same work, versions and machine; printed as a table of ratios."""
+    result = {
+        "benchmark": name,
+        "settings": settings,
+        "epoch_s": seconds,
+        "epoch_s_median": {k: statistics.median(v[1:]) for k, v in seconds.items()},
+        "ratios": peer_ratios(seconds),
+        "check": check,
+        "versions": {"torch": torch.__version__, "pyro": pyro.__version__, **versions},
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+    }
+    for pair, r in result["ratios"].items():
+        print(f"{pair:16s} median {r['median']:.3f} (min {r['min']:.3f}, max {r['max']:.3f})")
+    print("check: " + ", ".join(f"{k} {v:.4f}" for k, v in check.items()))
+    return result
+
+
+def add_peer_arguments(parser, *, epochs: int, train_rows: int, out: str) -> None:
+    """The arguments every benchmark against peers takes."""
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--train-rows", type=int, default=train_rows, help="first rows (0: all)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--out", type=Path, default=Path(out))
+
+
+def training_rows(name: str, rows: int):
+    """A data set with only its first ``rows`` training rows (0: all): shorter epochs, so
+    more of them, and more ratios, in the same time."""
+    from zoo.data import load_dataset
+
+    data = load_dataset(name)
+    if rows:
+        keep = slice(0, rows)
+        data = dataclasses.replace(data, train_x=data.train_x[keep], train_y=data.train_y[keep])
+    return data
