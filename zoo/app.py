@@ -22,6 +22,7 @@ from zoo.config import RunSpec, check_against_data, check_resume, validate
 from zoo.data import load_dataset
 from zoo.errors import ConfigError, TrainingDiverged
 from zoo.files import strict_json, write_text_atomic
+from zoo.loggers import RunLogger, make_logger
 from zoo.models import MODELS
 from zoo.optim import import_lazy_parts_of_torch_optim
 from zoo.rundir import own_run_folder
@@ -48,7 +49,9 @@ def build_model(spec: RunSpec, data):
     try:
         return MODELS[spec.model.name].build(data, **spec.model.build_options())
     except ValueError as e:  # what only the data can tell (e.g. every restart diverged)
-        raise ConfigError(f"model={spec.model.name} cannot be fitted to data={data.name}: {e}.") from e
+        raise ConfigError(
+            f"model={spec.model.name} cannot be fitted to data={data.name}: {e}."
+        ) from e
 
 
 def versions() -> dict[str, str]:
@@ -105,6 +108,25 @@ def _run_in_owned_folder(cfg: DictConfig, spec: RunSpec, out_dir: Path, start: f
     device = resolve_device(spec.run.device)
     # before any data is read: a resume whose settings would change the trained parameters
     changes = check_resume(cfg, out_dir).allowed if spec.run.resume else {}
+    tracker = make_logger(spec.logger, out_dir)  # before any data is read, as the checks above
+    try:
+        tracker.start(spec.values())
+        summary = _train_evaluate_report(cfg, spec, out_dir, start, device, changes, tracker)
+        tracker.finish(summary, summary["figures"])
+        return summary
+    finally:
+        tracker.close()
+
+
+def _train_evaluate_report(
+    cfg: DictConfig,
+    spec: RunSpec,
+    out_dir: Path,
+    start: float,
+    device: torch.device,
+    changes: dict,
+    tracker: RunLogger,
+) -> dict:
     if spec.run.threads is not None:
         torch.set_num_threads(spec.run.threads)
     pyro.set_rng_seed(spec.run.seed)
@@ -130,6 +152,7 @@ def _run_in_owned_folder(cfg: DictConfig, spec: RunSpec, out_dir: Path, start: f
         evaluate=lambda: model.evaluate(data, **periodic),
         out_dir=out_dir,
         identity={"model": spec.model.name, "config": identity_hash},
+        on_epoch=tracker.log_epoch,
     )
     if spec.run.resume:
         trainer.resume()
@@ -187,9 +210,11 @@ def _run_in_owned_folder(cfg: DictConfig, spec: RunSpec, out_dir: Path, start: f
 def format_summary(summary: dict) -> str:
     """A few lines for the terminal: the test metrics and where the files are."""
     stopped = summary.get("stopped", {})
-    early = f" ({stopped['reason']} after {stopped['steps']} steps)" if stopped.get(
-        "reason", "epochs"
-    ) != "epochs" else ""
+    early = (
+        f" ({stopped['reason']} after {stopped['steps']} steps)"
+        if stopped.get("reason", "epochs") != "epochs"
+        else ""
+    )
     lines = [
         f"{summary['model']} on {summary['data']}, seed {summary['seed']}, {summary['epochs']} epochs"
         f"{early} in {summary['time']['train_s']:.1f} s ({summary['device']})"
@@ -197,7 +222,9 @@ def format_summary(summary: dict) -> str:
     width = max([24, *(len(key) for key in summary["metrics"])])
     for key, value in summary["metrics"].items():
         lines.append(
-            f"  {key:<{width}} {value:.3f}" if isinstance(value, float) else f"  {key:<{width}} {value}"
+            f"  {key:<{width}} {value:.3f}"
+            if isinstance(value, float)
+            else f"  {key:<{width}} {value}"
         )
     lines.append(f"  summary: {Path(summary['out_dir']) / SUMMARY_NAME}")
     for name, path in summary["figures"].items():

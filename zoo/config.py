@@ -29,6 +29,7 @@ from pydantic import BaseModel, ValidationError
 
 from zoo.data.base import DATASET_SETTINGS, DataSettings
 from zoo.errors import ConfigError
+from zoo.loggers import LOGGERS
 from zoo.models import MODELS
 from zoo.models.base import ModelSettings
 from zoo.optim import OPTIMIZERS, OptimSettings
@@ -56,8 +57,12 @@ CHOSEN_BY: dict[str, tuple[str, dict[str, type[Settings]]]] = {
     "data": ("name", DATASET_SETTINGS),
     "optim": ("_target_", OPTIMIZERS),
     "anneal": ("name", SCHEDULES),
+    "logger": ("name", LOGGERS),
 }
-SECTIONS = ("model", "data", "optim", "trainer", "anneal")
+SECTIONS = ("model", "data", "optim", "trainer", "anneal", "logger")
+# groups a config may lack, with the values they then take: configs saved before the group
+# existed (run folders, pretrained models) still validate
+OPTIONAL_SECTIONS = {"logger": {"name": "jsonl"}}
 SCHEDULES_UNDER_JIT = ("none", "constant")
 
 
@@ -71,6 +76,7 @@ class RunSpec:
     optim: OptimSettings
     trainer: TrainSettings
     anneal: ScheduleSettings
+    logger: Settings
     #: the model's evaluation settings with ``model.periodic_evaluation`` applied
     periodic_evaluation: Settings
 
@@ -83,10 +89,13 @@ class RunSpec:
 
     def training_values(self) -> dict[str, dict]:
         """The settings that can change the trained parameters."""
-        return {
+        values = {
             name: trains_only(type(s), s.model_dump(by_alias=True))
             for name, s in self.sections().items()
         }
+        # a group with nothing that trains (the logger) is no part of the identity: runs made
+        # before it existed keep their hash
+        return {name: v for name, v in values.items() if v or name not in OPTIONAL_SECTIONS}
 
     def identity_hash(self, device: str | None = None) -> str:
         """A short hash of :meth:`training_values` and the resolved device kind."""
@@ -144,12 +153,13 @@ def validate(cfg: DictConfig | dict) -> RunSpec:
     top = {k: v for k, v in values.items() if k not in (*SECTIONS, "hydra")}
     parsed: dict[str, Any] = {"run": _validate(RunSettings, top, "", problems)}
     for name in SECTIONS:
-        if name not in values:
+        section = values.get(name, OPTIONAL_SECTIONS.get(name))
+        if section is None:
             problems.append(f"the config has no {name} group: it needs one ({name}=...).")
             continue
-        cls, why = _section(name, values[name])
+        cls, why = _section(name, section)
         problems.extend(why)
-        parsed[name] = _validate(cls, values[name], name, problems) if cls else None
+        parsed[name] = _validate(cls, section, name, problems) if cls else None
     model = parsed.get("model")
     if model is not None:
         merged = {**model.evaluation.model_dump(), **model.periodic_evaluation}
@@ -187,7 +197,9 @@ def check_against_data(spec: RunSpec, data: Any) -> None:
     """
     rows = len(data.train_x)
     if len(data.test_x) == 0:
-        options = ", ".join(f"data.{k} = {v!r}" for k, v in spec.data.model_dump().items() if k != "name")
+        options = ", ".join(
+            f"data.{k} = {v!r}" for k, v in spec.data.model_dump().items() if k != "name"
+        )
         raise ConfigError(
             f"data={data.name} has no test rows with {options or 'these settings'}: the "
             "evaluation needs at least one; hold out a larger part (data.test_fraction, data.folds)."

@@ -40,8 +40,9 @@ from zoo.errors import ZooError
 
 RESULTS = Path("results")
 SPEC_NAME = "tables.yaml"
-# keys that may differ between the runs of one row (besides the swept key)
-PER_RUN_KEYS = {("seed",), ("resume",), ("trainer", "progress"), ("device",)}
+# keys that may differ between the runs of one row (besides the swept key); a logger
+# (zoo/loggers.py) never changes a number
+PER_RUN_KEYS = {("seed",), ("resume",), ("trainer", "progress"), ("device",), ("logger",)}
 # Keys added to the config after some committed runs were made, each with the test of a value
 # that keeps the behaviour from before the key existed. Such a value is left out of the
 # comparison, so that a later seed of a row (which records the key) joins the earlier ones

@@ -204,6 +204,7 @@ class Trainer:
     :param schedule: ``beta(epoch, step, steps_per_epoch)``; no annealing by default.
     :param evaluate: called after an epoch to evaluate on the test set; returns metrics.
     :param out_dir: where ``metrics.jsonl`` and the checkpoint go; nothing is written if None.
+    :param on_epoch: ``on_epoch(record, epoch)`` after each epoch is saved (a tracker).
     :param identity: values a checkpoint must match to be resumed (model name, config hash).
     """
 
@@ -218,8 +219,11 @@ class Trainer:
         evaluate: Callable[[], dict] | None = None,
         out_dir: str | os.PathLike | None = None,
         identity: dict | None = None,
+        on_epoch: Callable[[dict, int], None] | None = None,
     ) -> None:
         self.model = model
+        # called with each epoch's record and number once it is saved (an experiment tracker)
+        self.on_epoch = on_epoch
         self.data = data
         self.optim = optim
         self.settings = settings = settings or TrainSettings()
@@ -276,6 +280,8 @@ class Trainer:
                     record["train/stopped"] = self.stopper.reason
                 self.history.append(record)
                 self._save()
+                if self.on_epoch is not None:
+                    self.on_epoch(record, self.epoch)
                 # every epoch is in metrics.jsonl; the log shows the evaluated ones
                 tested = any(key.startswith("test/") for key in record)
                 level = logging.INFO if tested or self.epoch == 1 else logging.DEBUG
