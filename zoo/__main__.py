@@ -30,7 +30,9 @@ def config_dir() -> str:
 
 
 @hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
+    """Runs the experiment; returns the summary's ``objective`` metric if one is set (what a
+    sweeper such as Optuna's optimizes), else None."""
     # a log file on a full disk must not print logging's own traceback: the run's error
     # message says what could not be written
     logging.raiseExceptions = False
@@ -64,6 +66,23 @@ def main(cfg: DictConfig) -> None:
         for s, h in previous.items():
             signal.signal(s, h)
     print(format_summary(summary))
+    return objective_of(summary, cfg.get("objective"))
+
+
+def objective_of(summary: dict, objective: str | None) -> float | None:
+    """The summary's metric ``objective`` (None: no objective); a name the run does not
+    report ends the process with the metrics it does report."""
+    if objective is None:
+        return None
+    metrics = summary["metrics"]
+    if objective not in metrics:
+        print(
+            f"zoo: error: objective = {objective!r} is not a metric of this run; its metrics "
+            f"are {', '.join(metrics)}.",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    return float(metrics[objective])
 
 
 def _refuse_bad_overrides(overrides: list[str]) -> None:

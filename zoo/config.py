@@ -49,6 +49,13 @@ class RunSettings(Settings):
     )
     resume: bool = setting(False, "true or false", trains=False)
     overwrite: bool = setting(False, "true or false", trains=False)
+    # what python -m zoo returns for a sweeper to optimize (hparams_search=..._optuna)
+    objective: str | None = setting(
+        None,
+        "a metric of the run's summary, e.g. test/elbo, or null for none",
+        trains=False,
+        min_length=1,
+    )
 
 
 # config group -> (the key that picks the settings class, the classes by that key's value)
