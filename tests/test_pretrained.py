@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,13 +15,24 @@ from zoo_subprocess import zoo_env
 import zoo.pretrained as pretrained
 
 SHIPPED = ["bnn_toy", "gmm_old_faithful", "vae_digits"]
+# kept in results/pretrained of the checkout (megabytes), trained on Fashion-MNIST
+BESIDE_RESULTS = ["bnn_fashion_mnist", "vae_fashion_mnist"]
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+needs_fashion = pytest.mark.skipif(not FASHION.is_dir(), reason="Fashion-MNIST files not here")
 
 
-def test_names_lists_the_shipped_models():
-    assert pretrained.names() == SHIPPED
+def test_names_lists_the_shipped_models_and_those_beside_the_results():
+    assert pretrained.names() == sorted(SHIPPED + BESIDE_RESULTS)
+    for name in SHIPPED:
+        assert pretrained.folder(name).parent == pretrained.MODELS
+    for name in BESIDE_RESULTS:
+        assert pretrained.folder(name).parent == pretrained.BESIDE_RESULTS
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize(
+    "name",
+    SHIPPED + [pytest.param(n, marks=[pytest.mark.slow, needs_fashion]) for n in BESIDE_RESULTS],
+)
 def test_a_fresh_evaluation_of_the_loaded_weights_gives_the_cards_metrics(name):
     card = pretrained.card(name)
     metrics = pretrained.evaluate(name)
@@ -29,7 +41,19 @@ def test_a_fresh_evaluation_of_the_loaded_weights_gives_the_cards_metrics(name):
         assert metrics[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+@needs_fashion
+def test_the_fashion_vae_loads_with_the_cards_deterministic_metrics():
+    # the closed-form KL and the active units do not depend on draws; the K = 5000 log p(x)
+    # takes minutes and is checked in the slow test above
+    model, data = pretrained.load("vae_fashion_mnist", with_data=True)
+    with torch.no_grad():
+        metrics = model.evaluate(data, iw_samples=0)
+    card = pretrained.card("vae_fashion_mnist")["metrics"]
+    assert metrics["test/kl"] == pytest.approx(card["test/kl"], rel=1e-6)
+    assert metrics["test/active_units"] == card["test/active_units"]
+
+
+@pytest.mark.parametrize("name", SHIPPED + BESIDE_RESULTS)
 def test_the_card_says_what_a_user_needs(name):
     card = pretrained.card(name)
     for key in (
@@ -47,7 +71,9 @@ def test_the_card_says_what_a_user_needs(name):
     assert card["command"].startswith("python -m zoo ")
     folder = pretrained.folder(name)
     weights = folder / card["weights"]["file"]
-    assert weights.stat().st_size == card["weights"]["bytes"] < 100_000  # small enough to ship
+    assert weights.stat().st_size == card["weights"]["bytes"]
+    # small enough to ship in the package, or kept beside the results
+    assert (card["weights"]["bytes"] < 100_000) == (name in SHIPPED)
     readme = (folder / "README.md").read_text()
     assert readme.startswith("---\nlicense: mit\n") and card["weights"]["sha256"] in readme
 
@@ -74,7 +100,7 @@ def test_a_damaged_weights_file_is_refused_naming_it(tmp_path):
 def test_an_unknown_name_lists_the_shipped_ones():
     with pytest.raises(
         pretrained.PretrainedError,
-        match="the shipped ones are bnn_toy, gmm_old_faithful, vae_digits",
+        match="the pretrained models here are bnn_fashion_mnist, bnn_toy, gmm_old_faithful, vae_digits, vae_fashion_mnist",
     ):
         pretrained.card("vae_mnist")
 
@@ -157,7 +183,7 @@ def test_list_prints_every_shipped_model_with_its_size():
     )
     assert result.returncode == 0
     lines = result.stdout.splitlines()
-    assert [line.split()[0] for line in lines] == SHIPPED
+    assert [line.split()[0] for line in lines] == sorted(SHIPPED + BESIDE_RESULTS)
     assert "vae on digits, 78 KB: test/elbo -23.7" in result.stdout
 
 
