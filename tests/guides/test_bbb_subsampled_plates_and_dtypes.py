@@ -82,3 +82,10 @@ def test_the_param_store_name_is_the_digest_of_the_sites_and_their_shapes():
     guide = BayesByBackprop(model).setup()
     digest = hashlib.sha256(b"weight:(2, 3);bias:()").hexdigest()[:10]
     assert guide._pyro_name.startswith(f"BayesByBackprop_{digest}")
+
+
+def test_sample_latent_draws_the_rows_of_the_subsample_it_is_given():
+    # the arguments reach create_plates also once the guide is set up
+    guide = rows_guide().setup(torch.tensor([1, 3, 5, 7]))
+    assert guide.sample_latent(torch.tensor([0, 9]))["z"].shape == (2, 2, 3)
+    assert guide.sample_latent(idx=torch.tensor([2]))["z"].shape == (1, 2, 3)
