@@ -16,8 +16,8 @@ A pretrained model is a folder, laid out as the Hugging Face hub expects a model
                         versions, licence, and the SHA-256 of model.safetensors
     README.md           the same card for people (the hub shows it)
 
-The shipped ones live in ``zoo/pretrained/models/`` (each under 100 KB; see
-:func:`names`). :func:`export` turns any finished run folder into such a folder, and
+The shipped ones live in ``zoo/pretrained/models/`` (each under 100 KB); the larger ones
+(megabytes) in ``results/pretrained/`` of a checkout, out of the wheel (see :func:`names`). :func:`export` turns any finished run folder into such a folder, and
 :func:`load` takes a name or a folder. Loading checks the weights' digest against the card
 and refuses a mismatch, naming the file. Building the model again needs its data set (the
 shipped models' data sets ship with the zoo), because a zoo model takes its sizes from it.
@@ -41,6 +41,9 @@ from safetensors.torch import load_file, save_file
 from zoo.errors import ZooError
 
 MODELS = Path(__file__).with_name("models")
+# the larger models (megabytes: the Fashion-MNIST ones) stay beside the results in a checkout
+# of the repository, out of the wheel
+BESIDE_RESULTS = Path(__file__).resolve().parents[2] / "results" / "pretrained"
 WEIGHTS, CONFIG, CARD, README = "model.safetensors", "config.yaml", "card.json", "README.md"
 LICENCE = "MIT"
 
@@ -49,9 +52,14 @@ class PretrainedError(ZooError):
     """A pretrained model that is unknown, incomplete, or whose weights fail their digest."""
 
 
+def _places() -> list[Path]:
+    return [place for place in (MODELS, BESIDE_RESULTS) if place.is_dir()]
+
+
 def names() -> list[str]:
-    """The shipped pretrained models."""
-    return sorted(p.name for p in MODELS.iterdir() if (p / CARD).is_file())
+    """The pretrained models: those shipped in the package and, in a checkout of the
+    repository, the larger ones kept in ``results/pretrained/``."""
+    return sorted({p.name for place in _places() for p in place.iterdir() if (p / CARD).is_file()})
 
 
 def folder(name: str | os.PathLike) -> Path:
@@ -59,10 +67,11 @@ def folder(name: str | os.PathLike) -> Path:
     path = Path(name)
     if (path / CARD).is_file():
         return path
-    if (MODELS / str(name) / CARD).is_file():
-        return MODELS / str(name)
+    for place in _places():
+        if (place / str(name) / CARD).is_file():
+            return place / str(name)
     raise PretrainedError(
-        f"no pretrained model {str(name)!r}: the shipped ones are {', '.join(names())}, or "
+        f"no pretrained model {str(name)!r}: the pretrained models here are {', '.join(names())}, or "
         f"give a folder holding {CARD}, {CONFIG} and {WEIGHTS}"
     )
 
