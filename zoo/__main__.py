@@ -4,6 +4,11 @@ A :class:`~zoo.errors.ZooError` is printed as one paragraph and the process exit
 code, without a traceback unless ``HYDRA_FULL_ERROR=1``. SIGINT and SIGTERM stop the run
 with a message and status 130 or 143; during training the trainer itself handles them (see
 :mod:`zoo.train`), so the checkpoint of the last completed epoch is always whole.
+
+Under ``torchrun`` every rank runs this entry point with the same overrides
+(:mod:`zoo.distributed`). Rank 0's run folder is the run's; the other ranks get a temporary
+Hydra folder of their own, deleted at exit, with no ``.hydra/`` and no log file, and print
+nothing but their errors.
 """
 
 import logging
@@ -65,6 +70,8 @@ def main(cfg: DictConfig) -> float | None:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+    if "rank" in summary:  # a rank other than 0: rank 0 prints the run's summary
+        return None
     print(format_summary(summary))
     return objective_of(summary, cfg.get("objective"))
 
@@ -101,11 +108,54 @@ def _refuse_bad_overrides(overrides: list[str]) -> None:
         sys.exit(2)  # ConfigError's status
 
 
+def _as_a_rank_beside_rank_0() -> None:
+    """Under torchrun, for ranks other than 0: Hydra's folder is a temporary one (rank 0's
+    folder is the run's, and a second writer of its ``.hydra/`` would race with it), and only
+    warnings are logged; a sweep is refused on every rank, naming the way that works."""
+    if "WORLD_SIZE" not in os.environ:  # not under torchrun: --help stays free of torch
+        return
+    from zoo.distributed import ranks_from_environment
+    from zoo.errors import ZooError
+
+    try:
+        ranks = ranks_from_environment()
+    except ZooError as e:
+        print(f"zoo: error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    if ranks is None:
+        return
+    if "-m" in sys.argv[1:] or "--multirun" in sys.argv[1:]:
+        print(
+            f"zoo: error: a sweep (-m) cannot run under torchrun ({ranks}): start one "
+            "torchrun per job, e.g. from a Slurm array (docs: launchers).",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    if ranks.is_main:
+        return
+    import atexit
+    import shutil
+    import tempfile
+
+    scratch = tempfile.mkdtemp(prefix=f"zoo-rank{ranks.rank}-")
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    # in place of the user's settings of the same keys (Hydra refuses a group given twice)
+    ours = ("hydra.run.dir=", "hydra.output_subdir=", "hydra/job_logging=", "hydra/hydra_logging=")
+    sys.argv[1:] = [a for a in sys.argv[1:] if not a.lstrip("+~").startswith(ours)]
+    sys.argv += [
+        f"hydra.run.dir={scratch}",
+        "hydra.output_subdir=null",
+        "hydra/job_logging=disabled",
+        "hydra/hydra_logging=disabled",
+    ]
+
+
 def cli() -> None:
     """``main`` after the checks of :mod:`zoo.overrides`, plus, when Hydra refuses a key that
     is not in the config, the valid keys."""
     overrides = [a for a in sys.argv[1:] if "=" in a and not a.startswith("-")]
     _refuse_bad_overrides(overrides)
+    _as_a_rank_beside_rank_0()
     try:
         main()
     except SystemExit as e:

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from zoo.config import RunSpec, check_against_data, check_resume, validate
 from zoo.data import load_dataset
+from zoo.distributed import Collectives, Ranks, join, leave, rank_seed, ranks_from_environment
 from zoo.errors import ConfigError, TrainingDiverged
 from zoo.files import strict_json, write_text_atomic
 from zoo.loggers import RunLogger, make_logger
@@ -34,13 +35,23 @@ SUMMARY_NAME = "summary.json"
 log = logging.getLogger(__name__)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, ranks: Ranks | None = None) -> torch.device:
+    """The run's device; in a data-parallel run a CUDA rank takes the GPU of its
+    ``LOCAL_RANK``."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
             "device = 'cuda' but torch sees no CUDA GPU here; use device=cpu or device=auto."
         )
+    if name == "cuda" and ranks is not None:
+        if ranks.local_rank >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device = 'cuda' for {ranks}, local rank {ranks.local_rank}, but this machine "
+                f"has {torch.cuda.device_count()} GPU(s): start at most that many ranks per "
+                "node (torchrun --nproc_per_node)."
+            )
+        return torch.device("cuda", ranks.local_rank)
     return torch.device(name)
 
 
@@ -95,27 +106,52 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike) -> dict:
     which it holds from start to summary (:func:`zoo.rundir.own_run_folder`: another process
     is refused it, and a fresh run refuses a folder that holds a run unless ``overwrite``).
 
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) this is one rank of a data-parallel run
+    (:mod:`zoo.distributed`): rank 0 owns ``out_dir`` and returns the summary; the other
+    ranks train beside it, write nothing, and return ``{"rank": r, "world_size": R}``.
+
     :returns: the summary: final test metrics, figures, seed, versions, timings.
     """
     start = time.perf_counter()
     spec = validate(cfg)
+    ranks = ranks_from_environment()
+    if ranks is not None and not ranks.is_main:
+        return _run_beside_rank_0(cfg, spec, ranks, start)
     # held before any data is read: a refused folder costs nothing
     with own_run_folder(out_dir, resume=spec.run.resume, overwrite=spec.run.overwrite):
-        return _run_in_owned_folder(cfg, spec, Path(out_dir), start)
+        return _run_in_owned_folder(cfg, spec, Path(out_dir), start, ranks)
 
 
-def _run_in_owned_folder(cfg: DictConfig, spec: RunSpec, out_dir: Path, start: float) -> dict:
-    device = resolve_device(spec.run.device)
+def _run_beside_rank_0(cfg: DictConfig, spec: RunSpec, ranks: Ranks, start: float) -> dict:
+    """A rank other than 0: trains in step with the others, keeps no files of its own."""
+    device = resolve_device(spec.run.device, ranks)
+    join(ranks, device)
+    try:
+        _train_evaluate_report(cfg, spec, None, start, device, {}, None, ranks)
+    finally:
+        leave()
+    return {"rank": ranks.rank, "world_size": ranks.world_size}
+
+
+def _run_in_owned_folder(
+    cfg: DictConfig, spec: RunSpec, out_dir: Path, start: float, ranks: Ranks | None
+) -> dict:
+    device = resolve_device(spec.run.device, ranks)
     # before any data is read: a resume whose settings would change the trained parameters
     changes = check_resume(cfg, out_dir).allowed if spec.run.resume else {}
     tracker = make_logger(spec.logger, out_dir)  # before any data is read, as the checks above
+    if ranks is not None:
+        join(ranks, device)
     try:
         tracker.start(spec.values())
-        summary = _train_evaluate_report(cfg, spec, out_dir, start, device, changes, tracker)
+        summary = _train_evaluate_report(
+            cfg, spec, out_dir, start, device, changes, tracker, ranks
+        )
         tracker.finish(summary, summary["figures"])
         return summary
     finally:
         tracker.close()
+        leave()
 
 
 def _train_evaluate_report(
@@ -125,8 +161,11 @@ def _train_evaluate_report(
     start: float,
     device: torch.device,
     changes: dict,
-    tracker: RunLogger,
-) -> dict:
+    tracker: RunLogger | None,
+    ranks: Ranks | None = None,
+) -> dict | None:
+    """Trains, evaluates, writes the figures and the summary into ``out_dir``; a rank other
+    than 0 (``out_dir`` None) only trains and returns None."""
     if spec.run.threads is not None:
         torch.set_num_threads(spec.run.threads)
     pyro.set_rng_seed(spec.run.seed)
@@ -143,6 +182,7 @@ def _train_evaluate_report(
     periodic = spec.periodic_evaluation.model_dump()
     identity_hash = spec.identity_hash(device.type)
     settings = spec.trainer
+    collectives = Collectives(ranks, device) if ranks is not None else None
     trainer = Trainer(
         model,
         data,
@@ -152,11 +192,22 @@ def _train_evaluate_report(
         evaluate=lambda: model.evaluate(data, **periodic),
         out_dir=out_dir,
         identity={"model": spec.model.name, "config": identity_hash},
-        on_epoch=tracker.log_epoch,
+        on_epoch=tracker.log_epoch if tracker is not None else None,
+        collectives=collectives,
     )
+    if ranks is not None and not ranks.is_main:
+        # the data and the initial parameters agree with rank 0's (one seed); the Monte
+        # Carlo draws of training come from a stream of the rank's own
+        pyro.set_rng_seed(rank_seed(spec.run.seed, ranks.rank))
     if spec.run.resume:
         trainer.resume()
-        print(f"resumed from {trainer.resumed_from} after epoch {trainer.epoch}", file=sys.stderr)
+        if ranks is None or ranks.is_main:
+            print(
+                f"resumed from {trainer.resumed_from} after epoch {trainer.epoch}", file=sys.stderr
+            )
+    if out_dir is None:
+        trainer.fit()
+        return None
     write_text_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True), "config")
 
     history = trainer.fit()
@@ -182,6 +233,7 @@ def _train_evaluate_report(
         "config_hash": identity_hash,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "epochs": trainer.epoch,
+        "world_size": trainer.world_size,  # data-parallel ranks (torchrun); 1 for one process
         "stopped": trainer.stopped,
         "metrics": metrics,
         "train": {k: v for k, v in history[-1].items() if k.startswith("train/") or k == "beta"},

@@ -383,6 +383,11 @@ class OutputDirCheck(Callback):
         self._held = ExitStack()
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from zoo.distributed import ranks_from_environment
+
+        ranks = ranks_from_environment()
+        if ranks is not None and not ranks.is_main:
+            return  # under torchrun rank 0 owns the run folder (zoo.distributed)
         try:
             folder = OmegaConf.select(config, "hydra.run.dir")
             flags = {k: config.get(k, False) for k in ("resume", "overwrite")}

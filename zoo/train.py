@@ -38,8 +38,10 @@ from zoo.checkpoint import (
     previous_path,
     remove_stale_temps,
     save_checkpoint,
+    state_digest,
 )
-from zoo.errors import CheckpointError, ConfigError, Interrupted, TrainingDiverged
+from zoo.distributed import Collectives, RankFailure
+from zoo.errors import CheckpointError, ConfigError, Interrupted, TrainingDiverged, ZooError
 from zoo.files import strict_json, write_text_atomic
 from zoo.free_bits import WITH_FREE_BITS
 from zoo.handlers import KLAnnealingMessenger
@@ -152,19 +154,58 @@ def drop_grads(params) -> None:
 class GuardedSVI(SVI):
     """``SVI`` whose step leaves the parameters alone when the loss or a gradient is NaN or
     infinite, and says so in ``last_step_finite``; a finite step does exactly what
-    ``SVI.step`` does."""
+    ``SVI.step`` does.
+
+    With ``collectives`` (a data-parallel run, :mod:`zoo.distributed`) the gradients and the
+    loss are averaged over the ranks before that check, so that every rank takes (or skips)
+    the same step; ``pending_signal()`` (this rank's signal to stop, or None) travels in the
+    same all-reduce, and ``agreed_signal`` is then the signal every rank stops on.
+    """
 
     last_step_finite = True
+    agreed_signal: int | None = None
+
+    def __init__(
+        self,
+        model,
+        guide,
+        optim,
+        loss,
+        collectives: Collectives | None = None,
+        pending_signal: Callable[[], int | None] | None = None,
+    ) -> None:
+        super().__init__(model, guide, optim, loss)
+        self.collectives = collectives
+        self.pending_signal = pending_signal or (lambda: None)
 
     def step(self, *args, **kwargs) -> float:
         with poutine.trace(param_only=True) as param_capture:
             loss = torch_item(self.loss_and_grads(self.model, self.guide, *args, **kwargs))
         params = set(site["value"].unconstrained() for site in param_capture.trace.nodes.values())
+        if self.collectives is not None:
+            loss = self._average_over_ranks(param_capture.trace, loss)
         grads = [p.grad for p in params if p.grad is not None]
         self.last_step_finite = math.isfinite(loss) and all_finite(grads)
         if self.last_step_finite:
             self.optim(params)
         drop_grads(params)
+        return loss
+
+    def _average_over_ranks(self, param_trace, loss: float) -> float:
+        """The ranks' mean loss; each gradient replaced by the ranks' mean. Parameters go in
+        the order of their names, the same on every rank; one that got no gradient on this
+        rank contributes zeros."""
+        by_name = {
+            name: site["value"].unconstrained()
+            for name, site in sorted(param_trace.nodes.items())
+        }
+        for p in by_name.values():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        grads = [p.grad for p in by_name.values()]
+        loss, self.agreed_signal = self.collectives.average_gradients(
+            grads, loss, self.pending_signal()
+        )
         return loss
 
 
@@ -206,6 +247,9 @@ class Trainer:
     :param out_dir: where ``metrics.jsonl`` and the checkpoint go; nothing is written if None.
     :param on_epoch: ``on_epoch(record, epoch)`` after each epoch is saved (a tracker).
     :param identity: values a checkpoint must match to be resumed (model name, config hash).
+    :param collectives: this rank's :class:`~zoo.distributed.Collectives` in a data-parallel
+        run under torchrun (see :mod:`zoo.distributed`); None for one process. Only rank 0
+        should be given an ``out_dir`` and an ``evaluate``.
     """
 
     def __init__(
@@ -220,8 +264,12 @@ class Trainer:
         out_dir: str | os.PathLike | None = None,
         identity: dict | None = None,
         on_epoch: Callable[[dict, int], None] | None = None,
+        collectives: Collectives | None = None,
     ) -> None:
         self.model = model
+        self.collectives = collectives
+        self.ranks = collectives.ranks if collectives is not None else None
+        self.world_size = self.ranks.world_size if self.ranks is not None else 1
         # called with each epoch's record and number once it is saved (an experiment tracker)
         self.on_epoch = on_epoch
         self.data = data
@@ -240,24 +288,52 @@ class Trainer:
             getattr(model, "max_plate_nesting", None),
             getattr(model, "free_bits", None),
         )
-        self.svi = GuardedSVI(model.model, model.guide, optim, elbo)
+        self.svi = GuardedSVI(
+            model.model, model.guide, optim, elbo, collectives, lambda: self._stop_signal
+        )
         self.elbo = elbo
         self._compiled_beta: float | None = None  # JitTrace_ELBO: the beta in its graph
         self.epoch = 0  # epochs completed
         self.history: list[dict] = []
         self.stopper = Stopper(settings.stop)
-        n = len(data.train_x)
-        self.batch_size = n if settings.batch_size is None else settings.batch_size
-        if self.batch_size > n:
+        n, ranks = len(data.train_x), self.world_size
+        # per rank: null shares the training rows out among the ranks
+        self.batch_size = n // ranks if settings.batch_size is None else settings.batch_size
+        if self.batch_size * ranks > n or self.batch_size < 1:
+            across = f" on each of {ranks} ranks ({self.batch_size * ranks} rows a step)"
             raise ValueError(
-                f"trainer.batch_size = {settings.batch_size} is not valid: it exceeds the {n} "
-                f"training rows of {getattr(data, 'name', 'the data set')}; it must be an "
-                f"integer from 1 to {n}."
+                f"trainer.batch_size = {settings.batch_size} is not valid"
+                f"{across if ranks > 1 else ''}: it exceeds the {n} training rows of "
+                f"{getattr(data, 'name', 'the data set')}; it must be an integer from 1 to "
+                f"{n // ranks}."
             )
         self.resumed_from: Path | None = None
         self._stop_signal: int | None = None
         # full batches only: a ragged last batch would change shapes (and JIT traces) per epoch
-        self.steps_per_epoch = n // self.batch_size
+        self.steps_per_epoch = n // (self.batch_size * ranks)
+        if collectives is not None:
+            self._start_ranks_alike()
+
+    @property
+    def _is_main(self) -> bool:
+        return self.ranks is None or self.ranks.is_main
+
+    def _start_ranks_alike(self) -> None:
+        """Every rank starts from rank 0's parameters; a rank whose model has other parameters
+        (another config, another version) is refused by name before any step."""
+        self._register_params()  # lazily created parameters exist from here on
+        layout = [(name, tuple(t.shape)) for name, t in self.model.state_dict().items()]
+        layouts = self.collectives.gather_objects(layout, "comparing the models")
+        if any(other != layouts[0] for other in layouts):
+            odd = next(r for r, other in enumerate(layouts) if other != layouts[0])
+            raise RankFailure(
+                f"{self.ranks}: rank {odd} built a model with other parameters than rank 0 "
+                f"({len(layouts[odd])} tensors against {len(layouts[0])}): every rank must run "
+                "the same config; start the ranks with the same overrides."
+            )
+        self.collectives.broadcast_tensors(
+            self.model.state_dict().values(), "sending rank 0's initial parameters"
+        )
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -285,10 +361,13 @@ class Trainer:
                 # every epoch is in metrics.jsonl; the log shows the evaluated ones
                 tested = any(key.startswith("test/") for key in record)
                 level = logging.INFO if tested or self.epoch == 1 else logging.DEBUG
-                log.log(level, _epoch_line(record, self.settings.epochs))
-                if self.stopper.reason is not None:
-                    log.info("%s", self.stopper.message)
-                self._stop_if_signalled(None)
+                if self._is_main:  # the other ranks' lines would repeat rank 0's
+                    log.log(level, _epoch_line(record, self.settings.epochs))
+                    if self.stopper.reason is not None:
+                        log.info("%s", self.stopper.message)
+                # once training is over no collective follows: a signal is acted on at once
+                over = self.epoch >= self.settings.epochs or self.stopper.reason is not None
+                self._stop_if_signalled(None, now=over)
         return self.history
 
     @property
@@ -327,7 +406,7 @@ class Trainer:
 
         def handler(signum, frame):
             if self._stop_signal is not None:  # asked twice: stop now, between two writes
-                self._stop_if_signalled(None)
+                self._stop_if_signalled(None, now=True)
             self._stop_signal = signum
 
         previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -337,16 +416,25 @@ class Trainer:
             for s, h in previous.items():
                 signal.signal(s, h)
 
-    def _stop_if_signalled(self, step: int | None) -> None:
-        if self._stop_signal is None:
+    def _stop_if_signalled(self, step: int | None, *, now: bool = False) -> None:
+        """Raises :class:`Interrupted` if a signal asked to stop. In a data-parallel run, only
+        on a signal the ranks agreed on in the step's all-reduce (a rank stopping alone would
+        leave the others waiting in the next one), unless ``now``: no collective follows."""
+        if self.collectives is not None and not now:
+            signum = self.svi.agreed_signal if step is not None else None
+        else:
+            signum = self._stop_signal
+        if signum is None:
             return
-        signum, self._stop_signal = self._stop_signal, None
+        self._stop_signal = self.svi.agreed_signal = None
         where = (
             f"at epoch {self.epoch + 1}, step {step + 1} of {self.steps_per_epoch}"
             if step is not None
             else f"after epoch {self.epoch}"
         )
-        if self.epoch and self.checkpoint_path is not None:
+        if self.epoch and not self._is_main:
+            kept = f"rank 0 keeps the checkpoint of epoch {self.epoch}"
+        elif self.epoch and self.checkpoint_path is not None:
             kept = (
                 f"the checkpoint of epoch {self.epoch} is {self.checkpoint_path}; continue with "
                 f"the same overrides plus resume=true hydra.run.dir={self.out_dir}"
@@ -398,15 +486,15 @@ class Trainer:
         start = time.perf_counter()
         x = self.model.prepare_epoch(data.train_x)
         if settings.sampling == "permutation":
-            batches = torch.randperm(n, device=x.device)[: steps * b].view(steps, b)
-        else:
+            batches = self._share_of(torch.randperm(n, device=x.device), steps, b)
+        else:  # each rank from its own stream
             batches = (torch.randint(n, (b,), device=x.device) for _ in range(steps))
         total, skipped, taken = 0.0, 0, steps
         bar = progress_bar(
             batches,
             total=steps,
             desc=f"epoch {self.epoch + 1}/{settings.epochs}",
-            enabled=settings.progress,
+            enabled=settings.progress and self._is_main,
         )
         for step, index in enumerate(bar):
             self.annealer.beta = self._beta(step, steps)
@@ -461,6 +549,16 @@ class Trainer:
             record["train/steps"] = taken
         return record
 
+    def _share_of(self, order: torch.Tensor, steps: int, b: int) -> torch.Tensor:
+        """This rank's ``(steps, b)`` batches of the permutation ``order``: rank 0's order,
+        cut into groups of one batch per rank, of which rank r takes the r-th; one process
+        takes them all, in order."""
+        if self.collectives is None:
+            return order[: steps * b].view(steps, b)
+        self.collectives.broadcast_tensors([order], "sending the epoch's permutation")
+        ranks = self.world_size
+        return order[: steps * ranks * b].view(steps, ranks, b)[:, self.ranks.rank]
+
     def _skipped_steps(self) -> int:
         return sum(h.get("train/skipped_steps", 0) for h in self.history)
 
@@ -484,10 +582,17 @@ class Trainer:
         return ""
 
     def _evaluate(self) -> dict:
-        # a separate, seeded RNG stream: evaluation neither perturbs training nor varies by epoch
-        with torch.random.fork_rng(devices=self._cuda_devices()), torch.no_grad():
-            torch.manual_seed(self.settings.eval_seed)
-            return self.evaluate()
+        """The periodic evaluation's metrics; in a data-parallel run rank 0's, on every rank
+        (the stopping rules read them)."""
+        metrics = None
+        if self._is_main:
+            # a separate, seeded RNG stream: evaluation neither perturbs training nor varies by epoch
+            with torch.random.fork_rng(devices=self._cuda_devices()), torch.no_grad():
+                torch.manual_seed(self.settings.eval_seed)
+                metrics = self.evaluate()
+        if self.collectives is not None:
+            metrics = self.collectives.broadcast_object(metrics, "sending the evaluation")
+        return metrics
 
     def _cuda_devices(self) -> list[int]:
         return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
@@ -513,20 +618,72 @@ class Trainer:
             "rng": _rng_state(),
             "settings": self.settings.model_dump(),
             "stopping": self.stopper.state_dict(),
+            **self._ranks_state,
         }
 
     def _save(self) -> None:
+        if self.collectives is not None:
+            self._gather_ranks_state()  # every rank takes part; rank 0 writes
         if self.out_dir is None:
             return
         save_checkpoint(self.state(), self.checkpoint_path)
         self._write_metrics()
+
+    _ranks_state: dict = {}  # a data-parallel run's checkpoint: world size, every rank's RNG
+
+    def _gather_ranks_state(self) -> None:
+        """Collects every rank's random state for rank 0's checkpoint, and checks that the
+        ranks' parameters are still identical (a digest of each rank's), which the averaged
+        gradients promise: a difference would mean the ranks train different models."""
+        digest = state_digest(self.model.state_dict())
+        gathered = self.collectives.gather_objects(
+            (digest, _rng_state()), f"saving the checkpoint of epoch {self.epoch}"
+        )
+        digests = [d for d, _ in gathered]
+        if len(set(digests)) > 1:
+            odd = [r for r, d in enumerate(digests) if d != digests[0]]
+            raise RankFailure(
+                f"{self.ranks}: after epoch {self.epoch} the parameters of rank(s) "
+                f"{', '.join(map(str, odd))} differ from rank 0's although every step averaged "
+                "the gradients: the ranks do not run the same model or optimizer; start them "
+                "with the same config."
+            )
+        self._ranks_state = {
+            "world_size": self.world_size,
+            "rng_ranks": [rng for _, rng in gathered],
+        }
 
     def resume(self) -> None:
         """Loads the run's checkpoint, refusing one from another model or config.
 
         An unreadable latest checkpoint is replaced by the previous one with a warning (see
         :func:`~zoo.checkpoint.load_latest_checkpoint`); ``resumed_from`` says which was used.
+        In a data-parallel run rank 0 reads the checkpoint and sends it to the other ranks
+        (no shared file system is needed), or sends why it could not.
         """
+        if self.collectives is None:
+            self._resume_from_folder()
+            return
+        outcome = None
+        if self._is_main:
+            try:
+                state = self._resume_from_folder()
+                outcome = ("state", state, str(self.resumed_from))
+            except ZooError as e:
+                outcome = ("error", f"{e}", None)
+                self.collectives.broadcast_object(outcome, "sending the checkpoint")
+                raise
+        outcome = self.collectives.broadcast_object(outcome, "sending the checkpoint")
+        if self._is_main:
+            return
+        kind, value, source = outcome
+        if kind == "error":
+            raise CheckpointError(f"rank 0 could not resume: {value}")
+        self.load_state(value, source)
+        self.resumed_from = Path(source)
+
+    def _resume_from_folder(self) -> dict:
+        """Loads the checkpoint in ``out_dir`` (or the previous one); returns its state."""
         if self.checkpoint_path is None:
             raise CheckpointError("cannot resume: this trainer has no output folder")
         remove_stale_temps(self.checkpoint_path)
@@ -535,9 +692,10 @@ class Trainer:
                 f"resume = true is not valid here: there is no checkpoint at {self.checkpoint_path}. "
                 "Point hydra.run.dir at the folder of the run to continue, or start without resume=true."
             )
-        _, source = load_latest_checkpoint(self.checkpoint_path, self._use_checkpoint)
+        state, source = load_latest_checkpoint(self.checkpoint_path, self._use_checkpoint)
         self.resumed_from = source
         self._write_metrics()  # it may hold epochs that finished after the checkpoint
+        return state
 
     def _use_checkpoint(self, state: dict, source: Path) -> None:
         """Loads ``state`` if it is this run's; another run's checkpoint is refused outright,
@@ -551,6 +709,14 @@ class Trainer:
             raise CheckpointError(
                 f"checkpoint {source} belongs to another run: it was made for "
                 f"{state['identity']}, this run is {self.identity}. Resume with the config it was made with."
+            )
+        made_by = state.get("world_size", 1)
+        if made_by != self.world_size:
+            raise CheckpointError(
+                f"checkpoint {source} was made by {made_by} rank(s), this run has "
+                f"{self.world_size}: a run resumes with the number of ranks it was started "
+                f"with (torchrun --nproc_per_node and --nnodes giving {made_by} in all), "
+                "because each rank's random stream is part of the checkpoint."
             )
         self.load_state(state, source)
 
@@ -577,7 +743,7 @@ class Trainer:
             self.optim.set_state(
                 {store.param_name(named[name]): s for name, s in state["optim"].items()}
             )
-            _set_rng_state(state["rng"])
+            _set_rng_state(self._own_rng(state))
             # checkpoints from before the stopping rules: a fresh rule, as those runs had none
             stopper = Stopper(self.settings.stop)
             if "stopping" in state:
@@ -587,6 +753,12 @@ class Trainer:
         self.epoch = state["epoch"]
         self.history = list(state["history"])
         self.stopper = stopper
+
+    def _own_rng(self, state: dict) -> dict:
+        """This rank's random state in ``state`` (a one-process checkpoint has one)."""
+        if self.ranks is None:
+            return state["rng"]
+        return state["rng_ranks"][self.ranks.rank]
 
     def _misfits(self, state: dict) -> list[str]:
         """What in ``state`` does not fit this trainer: missing keys, wrong types, tensors
