@@ -51,6 +51,7 @@ class MLflowSettings(Settings):
         "sqlite:///mlflow.db in the folder the command was started from",
         trains=False,
     )
+    #: the MLflow experiment the run is logged to
     experiment: str = setting("zoo", "an experiment name", trains=False, min_length=1)
     run_name: str | None = setting(None, "a name, or null for the run folder's", trains=False)
 

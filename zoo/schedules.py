@@ -104,25 +104,33 @@ class NoneSettings(ScheduleSettings):
 
 class ConstantSettings(ScheduleSettings):
     name: Literal["constant"] = "constant"
+    #: beta at every step (1: the ELBO)
     value: float = setting(1.0, "a finite number >= 0", ge=0.0)
 
 
 class LinearSettings(ScheduleSettings):
     name: Literal["linear"] = "linear"
+    #: epochs until beta reaches 1
     warmup_epochs: float = WARMUP
+    #: beta at the start of the warm-up
     beta_min: float = BETA_MIN
 
 
 class SigmoidSettings(LinearSettings):
     name: Literal["sigmoid"] = "sigmoid"
+    #: how sharply beta rises around the middle of the warm-up
     steepness: float = setting(10.0, "a finite number > 0", gt=0.0)
 
 
 class CyclicalSettings(ScheduleSettings):
     name: Literal["cyclical"] = "cyclical"
+    #: the epochs over which the cycles are spread
     total_epochs: float = setting(..., "a number of epochs > 0", gt=0.0)
+    #: the number of cycles
     cycles: int = setting(4, "an integer >= 1", ge=1)
+    #: the fraction of each cycle over which beta rises to 1
     ramp: float = setting(0.5, "a number in (0, 1]", gt=0.0, le=1.0)
+    #: beta at the start of each cycle
     beta_min: float = BETA_MIN
 
 

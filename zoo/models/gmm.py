@@ -73,6 +73,7 @@ class GMMEvaluation(Settings):
 
 class GMMSettings(ModelSettings):
     name: Literal["gmm"] = "gmm"
+    #: K, the number of mixture components
     components: int = setting(2, "an integer >= 1", ge=1)
     form: Literal["mixture", "enumerated"] = setting(
         "mixture", "mixture (assignments summed out) or enumerated (needs trainer.elbo=traceenum)"
@@ -96,7 +97,9 @@ class GMMSettings(ModelSettings):
     restart_steps: int = setting(
         0, "an integer >= 0 (SVI steps per candidate and round of successive halving)", ge=0
     )
+    #: the minibatch of the SVI steps that rank the starts
     restart_batch_size: int = setting(256, "an integer >= 1", ge=1)
+    #: the Adam learning rate of the SVI steps that rank the starts
     restart_lr: float = setting(0.05, POSITIVE, gt=0.0)
     restart_particles: int = setting(2, "an integer >= 1", ge=1)
     init_points: int = setting(10_000, "an integer >= model.components", ge=1)

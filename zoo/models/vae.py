@@ -54,6 +54,7 @@ class VAEEvaluation(Settings):
 
 class VAESettings(ModelSettings):
     name: Literal["vae"] = "vae"
+    #: the dimension of the latent code z
     latent_dim: int = setting(50, "an integer >= 1", ge=1)
     hidden_dims: LayerSizes = setting([400], "a list of integers >= 1, e.g. [128] or [] for none")
     activation: Activation = setting("softplus", "softplus, relu, tanh or elu")
