@@ -47,5 +47,28 @@ def skip_pydantic_internals(app, what, name, obj, skip, options):
     return None
 
 
+def own_comment_over_wrapped_docstring(app, what, name, obj, options, lines):
+    """``zoo.handlers.linear`` and ``conv2d`` are torch functions made effectful: their
+    ``__doc__`` is torch's (with references to torch's own docs); the zoo's ``#:`` comment
+    where they are defined says what they are, so it replaces torch's text."""
+    if not (getattr(obj, "__wrapped__", None) and "torch" in getattr(obj, "__module__", "")):
+        return
+    import pkgutil
+
+    from sphinx.pycode import ModuleAnalyzer
+
+    package, short = name.rsplit(".", 1)
+    module = sys.modules[package]
+    candidates = [package] + [
+        f"{package}.{m.name}" for m in pkgutil.iter_modules(getattr(module, "__path__", []))
+    ]
+    for candidate in candidates:
+        found = ModuleAnalyzer.for_module(candidate).find_attr_docs().get(("", short))
+        if found:
+            lines[:] = list(found)
+            return
+
+
 def setup(app):
     app.connect("autodoc-skip-member", skip_pydantic_internals)
+    app.connect("autodoc-process-docstring", own_comment_over_wrapped_docstring)

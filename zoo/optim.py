@@ -261,16 +261,22 @@ class ClipArguments(Settings):
 
 
 class OptimSettings(Settings):
+    """The ``optim`` config group: the optimizer's class (``_target_``) and its settings."""
+
     #: the optimizer class; the option file picks it
     target: str = setting(..., "zoo.optim.Adam or pyro.optim.ClippedAdam", alias="_target_")
     # pyro.optim wants plain dicts; the key stays valid so configs read like Hydra's
     convert: Literal["all"] = setting("all", "all", alias="_convert_")
 
     def build(self) -> PyroOptim:
+        """The ``pyro.optim`` optimizer these settings describe."""
         raise NotImplementedError
 
 
 class AdamSettings(OptimSettings):
+    """``optim=adam``: one ``torch.optim.Adam`` over all parameters (:class:`Adam`), or
+    ``pyro.optim.Adam`` with ``implementation=per_parameter``."""
+
     #: the optimizer class; the option file picks it
     target: Literal["zoo.optim.Adam"] = setting("zoo.optim.Adam", "zoo.optim.Adam", alias="_target_")
     #: the arguments of torch.optim.Adam
@@ -284,6 +290,7 @@ class AdamSettings(OptimSettings):
     )
 
     def build(self) -> PyroOptim:
+        """The optimizer: :class:`Adam` with these arguments, clipping and implementation."""
         return Adam(self.optim_args.model_dump(), _clip(self.clip_args), self.implementation)
 
 
@@ -296,6 +303,8 @@ class ClippedAdamArguments(AdamFamilyArguments):
 
 
 class ClippedAdamSettings(OptimSettings):
+    """``optim=clipped_adam``: ``pyro.optim.ClippedAdam``."""
+
     #: the optimizer class; the option file picks it
     target: Literal["pyro.optim.ClippedAdam"] = setting(
         "pyro.optim.ClippedAdam", "pyro.optim.ClippedAdam", alias="_target_"
@@ -306,6 +315,7 @@ class ClippedAdamSettings(OptimSettings):
     clip_args: ClipArguments | None = setting(None, "clip_norm and/or clip_value, or null")
 
     def build(self) -> PyroOptim:
+        """The optimizer: ``pyro.optim.ClippedAdam`` with these arguments."""
         return pyro.optim.ClippedAdam(self.optim_args.model_dump(), _clip(self.clip_args))
 
 

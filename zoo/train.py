@@ -266,6 +266,7 @@ class Trainer:
 
     @property
     def checkpoint_path(self) -> Path | None:
+        """``checkpoint.pt`` in ``out_dir``, or None for a trainer without a folder."""
         return self.out_dir / CHECKPOINT_NAME if self.out_dir else None
 
     def fit(self) -> list[dict]:

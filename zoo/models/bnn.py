@@ -536,6 +536,8 @@ class BNN(ZooModel):
 
     @pyro_method
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None, size: int | None = None):
+        """The network with weights drawn from their prior, then the likelihood of ``y`` given
+        ``x`` in the data plate: Categorical for labelled data, Normal for regression."""
         with self._reparameterization():
             out = self.network(x)  # (B, C); outside the data plate: one draw for the batch
         if self.likelihood == "categorical":
@@ -555,6 +557,8 @@ class BNN(ZooModel):
 
     @pyro_method
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, size: int | None = None):
+        """The approximation that ``model.guide`` picks (Bayes by Backprop, MAP, MC dropout or
+        the ensemble), under the same reparameterization handlers as the model."""
         with self._reparameterization():
             return self.approximation(x, y, size)
 

@@ -465,6 +465,9 @@ class GMM(ZooModel):
 
     @pyro_method
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None, size: int | None = None):
+        """Weights ~ Dirichlet, means ~ Normal, scales ~ LogNormal (and an LKJ prior on each
+        component's correlations with full covariances), then ``x`` in the data plate: through
+        ``MixtureSameFamily``, or with enumerated assignments under ``form='enumerated'``."""
         # y, the true components of synthetic data, is for evaluation only: the model ignores it
         k, d = self.components, self.num_features
         weights = pyro.sample("weights", dist.Dirichlet(self.weight_concentration))  # (K,)
@@ -494,6 +497,8 @@ class GMM(ZooModel):
 
     @pyro_method
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, size: int | None = None):
+        """The mean-field posterior (:class:`zoo.guides.MeanField`) over the model's global
+        sites."""
         return self.posterior(x, y, size)
 
     # ---- initialization ----------------------------------------------------------------

@@ -153,6 +153,8 @@ class VAE(ZooModel):
 
     @pyro_method
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None, size: int | None = None):
+        """z ~ Normal(0, I), x ~ Bernoulli(logits = decoder(z)), in a data plate of ``size``
+        rows."""
         decoder = self.decoder  # looked up once: registers its parameters with Pyro
         with data_plate(x, size):
             prior_loc = x.new_zeros(x.shape[0], self.latent_dim)
@@ -162,6 +164,7 @@ class VAE(ZooModel):
 
     @pyro_method
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, size: int | None = None):
+        """q(z | x) from the encoder (:class:`zoo.guides.AmortizedNormal`)."""
         return self.encoder(x, y, size)
 
     def prepare_epoch(self, x: torch.Tensor) -> torch.Tensor:
