@@ -41,6 +41,7 @@ from zoo.train import TrainSettings
 class RunSettings(Settings):
     """The top-level keys of ``conf/config.yaml``: how ``zoo.app.run`` runs the experiment."""
 
+    #: the seed of the run's random streams (torch, Python): the same seed, the same numbers
     seed: int = setting(0, "an integer from 0 to 2**32 - 1", ge=0, le=2**32 - 1)
     # the device's kind joins the identity once resolved (RunSpec.identity), not the word "auto"
     device: Literal["auto", "cpu", "cuda"] = setting("auto", "auto, cpu or cuda", trains=False)

@@ -31,10 +31,14 @@ from zoo.schema import Settings, setting
 
 
 class JsonlSettings(Settings):
+    """``logger=jsonl``: the run folder's own files only."""
+
     name: Literal["jsonl"] = setting("jsonl", "jsonl, tensorboard or mlflow", trains=False)
 
 
 class TensorBoardSettings(Settings):
+    """``logger=tensorboard``: the event folder."""
+
     name: Literal["tensorboard"] = setting(
         "tensorboard", "jsonl, tensorboard or mlflow", trains=False
     )
@@ -44,6 +48,8 @@ class TensorBoardSettings(Settings):
 
 
 class MLflowSettings(Settings):
+    """``logger=mlflow``: the tracking server, experiment and run name."""
+
     name: Literal["mlflow"] = setting("mlflow", "jsonl, tensorboard or mlflow", trains=False)
     tracking_uri: str | None = setting(
         None,
@@ -51,6 +57,7 @@ class MLflowSettings(Settings):
         "sqlite:///mlflow.db in the folder the command was started from",
         trains=False,
     )
+    #: the MLflow experiment the run is logged to
     experiment: str = setting("zoo", "an experiment name", trains=False, min_length=1)
     run_name: str | None = setting(None, "a name, or null for the run folder's", trains=False)
 
@@ -88,19 +95,26 @@ class RunLogger:
     own files are the record, so it does nothing more."""
 
     def start(self, config: dict) -> None:
+        """Records the run's validated settings, once, before training."""
         pass
 
     def log_epoch(self, record: dict, epoch: int) -> None:
+        """Records one epoch's numbers (the line of ``metrics.jsonl``), at step ``epoch``."""
         pass
 
     def finish(self, summary: dict, figures: dict[str, str]) -> None:
+        """Records the summary and the figures (``{name: path}``) of a run that finished."""
         pass
 
     def close(self) -> None:
+        """Releases the tracker, whether or not the run finished."""
         pass
 
 
 class TensorBoardLogger(RunLogger):
+    """Writes scalars, images and text to a TensorBoard event folder
+    (``torch.utils.tensorboard``)."""
+
     def __init__(self, log_dir: Path) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
@@ -133,6 +147,8 @@ class TensorBoardLogger(RunLogger):
 
 
 class MLflowLogger(RunLogger):
+    """Logs params, metrics and artifacts to an MLflow run."""
+
     def __init__(self, settings: MLflowSettings, run_name: str) -> None:
         import mlflow
 

@@ -232,39 +232,56 @@ Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
 class AdamFamilyArguments(Settings):
     """The settings Adam and ClippedAdam share."""
 
+    #: the learning rate
     lr: float = setting(1e-3, POSITIVE, gt=0.0)
+    #: Adam's decay rates of the first and second moment estimates
     betas: list[Beta] = setting(
         [0.9, 0.999], "two numbers in [0, 1), e.g. [0.9, 0.999]", min_length=2, max_length=2
     )
+    #: added to the denominator of Adam's step
     eps: float = setting(1e-8, POSITIVE, gt=0.0)
+    #: L2 penalty added to the gradient
     weight_decay: float = setting(0.0, "a finite number >= 0", ge=0.0)
 
 
 class AdamArguments(AdamFamilyArguments):
     """``torch.optim.Adam``'s training settings."""
 
+    #: the AMSGrad variant of Adam
     amsgrad: bool = setting(False, "true or false")
 
 
 class ClipArguments(Settings):
     """Per-parameter gradient clipping, as in ``pyro.optim.PyroOptim``'s ``clip_args``."""
 
+    #: clip each parameter's gradient to this norm
     clip_norm: float | None = setting(None, f"{POSITIVE}, or null", gt=0.0)
+    #: clip each gradient element to this magnitude
     clip_value: float | None = setting(None, f"{POSITIVE}, or null", gt=0.0)
 
 
 class OptimSettings(Settings):
+    """The ``optim`` config group: the optimizer's class (``_target_``) and its settings."""
+
+    #: the optimizer class; the option file picks it
     target: str = setting(..., "zoo.optim.Adam or pyro.optim.ClippedAdam", alias="_target_")
     # pyro.optim wants plain dicts; the key stays valid so configs read like Hydra's
     convert: Literal["all"] = setting("all", "all", alias="_convert_")
 
     def build(self) -> PyroOptim:
+        """The ``pyro.optim`` optimizer these settings describe."""
         raise NotImplementedError
 
 
 class AdamSettings(OptimSettings):
+    """``optim=adam``: one ``torch.optim.Adam`` over all parameters (:class:`Adam`), or
+    ``pyro.optim.Adam`` with ``implementation=per_parameter``."""
+
+    #: the optimizer class; the option file picks it
     target: Literal["zoo.optim.Adam"] = setting("zoo.optim.Adam", "zoo.optim.Adam", alias="_target_")
+    #: the arguments of torch.optim.Adam
     optim_args: AdamArguments = setting(AdamArguments(), "Adam's settings")
+    #: per-parameter gradient clipping
     clip_args: ClipArguments | None = setting(None, "clip_norm and/or clip_value, or null")
     implementation: Literal["fused", "foreach", "single_tensor", "per_parameter"] = setting(
         DEFAULT_IMPLEMENTATION,
@@ -273,24 +290,32 @@ class AdamSettings(OptimSettings):
     )
 
     def build(self) -> PyroOptim:
+        """The optimizer: :class:`Adam` with these arguments, clipping and implementation."""
         return Adam(self.optim_args.model_dump(), _clip(self.clip_args), self.implementation)
 
 
 class ClippedAdamArguments(AdamFamilyArguments):
     """``pyro.optim.ClippedAdam``'s settings."""
 
+    #: ClippedAdam clips each gradient to this norm
     clip_norm: float = setting(10.0, POSITIVE, gt=0.0)
     lrd: float = setting(1.0, "a number in (0, 1] (learning-rate decay per step)", gt=0.0, le=1.0)
 
 
 class ClippedAdamSettings(OptimSettings):
+    """``optim=clipped_adam``: ``pyro.optim.ClippedAdam``."""
+
+    #: the optimizer class; the option file picks it
     target: Literal["pyro.optim.ClippedAdam"] = setting(
         "pyro.optim.ClippedAdam", "pyro.optim.ClippedAdam", alias="_target_"
     )
+    #: the arguments of pyro.optim.ClippedAdam
     optim_args: ClippedAdamArguments = setting(ClippedAdamArguments(), "ClippedAdam's settings")
+    #: per-parameter gradient clipping, besides ClippedAdam's own clip_norm
     clip_args: ClipArguments | None = setting(None, "clip_norm and/or clip_value, or null")
 
     def build(self) -> PyroOptim:
+        """The optimizer: ``pyro.optim.ClippedAdam`` with these arguments."""
         return pyro.optim.ClippedAdam(self.optim_args.model_dump(), _clip(self.clip_args))
 
 

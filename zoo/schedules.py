@@ -88,6 +88,9 @@ def blundell(step: int, steps_per_epoch: int) -> float:
 
 
 class ScheduleSettings(Settings):
+    """The settings every schedule has (the ``anneal`` config group): its name, and whether beta
+    moves per step or per epoch."""
+
     name: str = setting(..., "none, constant, linear, sigmoid, cyclical or blundell")
     per: Literal["step", "epoch"] = setting(
         "step", "step (beta moves every iteration) or epoch (held within an epoch)"
@@ -99,34 +102,54 @@ WARMUP = setting(..., "a number of epochs >= 0", ge=0.0)
 
 
 class NoneSettings(ScheduleSettings):
+    """``anneal=none``: beta = 1 throughout, the plain ELBO."""
+
     name: Literal["none"] = "none"
 
 
 class ConstantSettings(ScheduleSettings):
+    """A fixed beta (:func:`constant`); ``anneal=tempered`` is beta = 0.1."""
+
     name: Literal["constant"] = "constant"
+    #: beta at every step (1: the ELBO)
     value: float = setting(1.0, "a finite number >= 0", ge=0.0)
 
 
 class LinearSettings(ScheduleSettings):
+    """``anneal=linear``: the settings of :func:`linear`."""
+
     name: Literal["linear"] = "linear"
+    #: epochs until beta reaches 1
     warmup_epochs: float = WARMUP
+    #: beta at the start of the warm-up
     beta_min: float = BETA_MIN
 
 
 class SigmoidSettings(LinearSettings):
+    """``anneal=sigmoid``: the settings of :func:`sigmoid`."""
+
     name: Literal["sigmoid"] = "sigmoid"
+    #: how sharply beta rises around the middle of the warm-up
     steepness: float = setting(10.0, "a finite number > 0", gt=0.0)
 
 
 class CyclicalSettings(ScheduleSettings):
+    """``anneal=cyclical``: the settings of :func:`cyclical`."""
+
     name: Literal["cyclical"] = "cyclical"
+    #: the epochs over which the cycles are spread
     total_epochs: float = setting(..., "a number of epochs > 0", gt=0.0)
+    #: the number of cycles
     cycles: int = setting(4, "an integer >= 1", ge=1)
+    #: the fraction of each cycle over which beta rises to 1
     ramp: float = setting(0.5, "a number in (0, 1]", gt=0.0, le=1.0)
+    #: beta at the start of each cycle
     beta_min: float = BETA_MIN
 
 
 class BlundellSettings(ScheduleSettings):
+    """``anneal=blundell``: the minibatch weights of :func:`blundell`, which take no settings."""
+
     name: Literal["blundell"] = "blundell"
 
 

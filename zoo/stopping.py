@@ -166,9 +166,12 @@ class Stopper:
     )
 
     def state_dict(self) -> dict:
+        """The rule's state, for the checkpoint: a resumed run stops where an uninterrupted one
+        would."""
         return {name: getattr(self, name) for name in self._STATE}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restores the state of :meth:`state_dict`; raises ``KeyError`` naming what it lacks."""
         missing = [name for name in self._STATE if name not in state]
         if missing:
             raise KeyError(f"the stopping rule's state lacks {', '.join(missing)}")

@@ -66,7 +66,9 @@ log = logging.getLogger(__name__)
 class TrainSettings(Settings):
     """How to train; the values of the ``trainer`` config group."""
 
+    #: passes over the training rows (the most, when a stopping rule is set)
     epochs: int = setting(10, "an integer >= 1", ge=1)
+    #: training rows per step (minibatch)
     batch_size: int | None = setting(
         128,
         "an integer >= 1, at most the number of training rows, or null for all of them "
@@ -78,6 +80,7 @@ class TrainSettings(Settings):
         "trace (Trace_ELBO), meanfield (TraceMeanField_ELBO), jit (JitTrace_ELBO) or "
         "traceenum (TraceEnum_ELBO)",
     )
+    #: samples of the latents per ELBO estimate (Monte Carlo particles)
     num_particles: int = setting(1, "an integer >= 1", ge=1)
     # permutation: an epoch visits every row once (one O(N) permutation per epoch);
     # replacement: each minibatch is drawn independently, O(batch) time and memory per step
@@ -87,10 +90,12 @@ class TrainSettings(Settings):
     )
     # evaluations run on their own RNG stream, so these change no trained parameter
     eval_every: int = setting(1, "an integer >= 1 (epochs)", trains=False, ge=1)
+    #: the seed of the evaluations' own random stream
     eval_seed: int = setting(0, "an integer from 0 to 2**32 - 1", trains=False, ge=0, le=2**32 - 1)
     # Pyro's argument and support checks: on in tests, costly in training. The config key is
     # `validate`, which names a method of pydantic's models, so the field has another name.
     validation: bool = setting(False, "true or false", trains=False, alias="validate")
+    #: progress bars on a terminal, over each epoch's steps and the final evaluation
     progress: bool = setting(True, "true or false", trains=False)
     # NaN/inf steps to skip in the whole run, each logged, before stopping (0: stop at the
     # first); the run stops anyway once more than half of one epoch's steps are skipped
@@ -337,6 +342,7 @@ class Trainer:
 
     @property
     def checkpoint_path(self) -> Path | None:
+        """``checkpoint.pt`` in ``out_dir``, or None for a trainer without a folder."""
         return self.out_dir / CHECKPOINT_NAME if self.out_dir else None
 
     def fit(self) -> list[dict]:

@@ -258,7 +258,7 @@ def load_mnist(
     Example::
 
         >>> ds = load_mnist(download=False)  # doctest: +SKIP
-        >>> ds.train_x.shape
+        >>> ds.train_x.shape  # doctest: +SKIP
         torch.Size([60000, 784])
     """
     return load_idx_dataset(
@@ -293,7 +293,7 @@ def load_fashion_mnist(
     Example::
 
         >>> ds = load_fashion_mnist(download=False)  # doctest: +SKIP
-        >>> ds.test_x.shape, ds.source
+        >>> ds.test_x.shape, ds.source  # doctest: +SKIP
         (torch.Size([10000, 784]), '/usr/share/datasets/fashion-mnist')
     """
     return load_idx_dataset(

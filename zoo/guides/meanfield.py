@@ -180,6 +180,8 @@ class MeanField(OwnName, AutoGuide):
 
     @property
     def is_setup(self) -> bool:
+        """Whether the guide has traced the model and created its parameters (its first call, or
+        :meth:`setup`, does)."""
         return bool(self._sites)
 
     def setup(self, *args, **kwargs) -> None:

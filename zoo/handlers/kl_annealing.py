@@ -89,6 +89,8 @@ class KLAnnealingMessenger(Messenger):
 
     @property
     def beta(self) -> float:
+        """The coefficient of the unobserved sites' log densities; set it between steps to follow
+        a schedule (a finite number >= 0)."""
         return self._beta
 
     @beta.setter

@@ -85,9 +85,13 @@ class ZooModel(PyroModule):
         return cls(data.num_features, **settings)
 
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None, size: int | None = None):
+        """The generative program for a minibatch ``x`` (with labels or targets ``y`` where the
+        model has them) of a data set of ``size`` rows; None: ``x`` is all of it."""
         raise NotImplementedError
 
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, size: int | None = None):
+        """The variational distribution over the model's latent sites, called with the model's
+        arguments."""
         raise NotImplementedError
 
     def prepare_epoch(self, x: torch.Tensor) -> torch.Tensor:

@@ -69,6 +69,7 @@ class BNNEvaluation(Settings):
         "or images of another size (resized), e.g. [noise, digits]; [] or null for none; the "
         "training data set is skipped",
     )
+    #: the number of uniform-noise images of the noise out-of-distribution set
     ood_size: int = setting(2000, "an integer >= 1", ge=1)
 
     @field_validator("ood", mode="before")
@@ -97,6 +98,7 @@ class BNNSettings(ModelSettings):
     architecture: Literal["mlp", "lenet5"] = setting(
         "mlp", "mlp or lenet5 (three 5x5 convolutions of 6, 16, 120 channels, then hidden_dims)"
     )
+    #: the sizes of the hidden dense layers (after the convolutions for lenet5)
     hidden_dims: list[Annotated[int, Field(ge=1)]] = setting(
         [400, 400], "a list of integers >= 1, e.g. [100, 100] or [] for none"
     )
@@ -534,6 +536,8 @@ class BNN(ZooModel):
 
     @pyro_method
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None, size: int | None = None):
+        """The network with weights drawn from their prior, then the likelihood of ``y`` given
+        ``x`` in the data plate: Categorical for labelled data, Normal for regression."""
         with self._reparameterization():
             out = self.network(x)  # (B, C); outside the data plate: one draw for the batch
         if self.likelihood == "categorical":
@@ -553,6 +557,8 @@ class BNN(ZooModel):
 
     @pyro_method
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, size: int | None = None):
+        """The approximation that ``model.guide`` picks (Bayes by Backprop, MAP, MC dropout or
+        the ensemble), under the same reparameterization handlers as the model."""
         with self._reparameterization():
             return self.approximation(x, y, size)
 

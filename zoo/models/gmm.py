@@ -73,6 +73,7 @@ class GMMEvaluation(Settings):
 
 class GMMSettings(ModelSettings):
     name: Literal["gmm"] = "gmm"
+    #: K, the number of mixture components
     components: int = setting(2, "an integer >= 1", ge=1)
     form: Literal["mixture", "enumerated"] = setting(
         "mixture", "mixture (assignments summed out) or enumerated (needs trainer.elbo=traceenum)"
@@ -96,7 +97,9 @@ class GMMSettings(ModelSettings):
     restart_steps: int = setting(
         0, "an integer >= 0 (SVI steps per candidate and round of successive halving)", ge=0
     )
+    #: the minibatch of the SVI steps that rank the starts
     restart_batch_size: int = setting(256, "an integer >= 1", ge=1)
+    #: the Adam learning rate of the SVI steps that rank the starts
     restart_lr: float = setting(0.05, POSITIVE, gt=0.0)
     restart_particles: int = setting(2, "an integer >= 1", ge=1)
     init_points: int = setting(10_000, "an integer >= model.components", ge=1)
@@ -462,6 +465,9 @@ class GMM(ZooModel):
 
     @pyro_method
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None, size: int | None = None):
+        """Weights ~ Dirichlet, means ~ Normal, scales ~ LogNormal (and an LKJ prior on each
+        component's correlations with full covariances), then ``x`` in the data plate: through
+        ``MixtureSameFamily``, or with enumerated assignments under ``form='enumerated'``."""
         # y, the true components of synthetic data, is for evaluation only: the model ignores it
         k, d = self.components, self.num_features
         weights = pyro.sample("weights", dist.Dirichlet(self.weight_concentration))  # (K,)
@@ -491,6 +497,8 @@ class GMM(ZooModel):
 
     @pyro_method
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, size: int | None = None):
+        """The mean-field posterior (:class:`zoo.guides.MeanField`) over the model's global
+        sites."""
         return self.posterior(x, y, size)
 
     # ---- initialization ----------------------------------------------------------------

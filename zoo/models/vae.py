@@ -54,6 +54,7 @@ class VAEEvaluation(Settings):
 
 class VAESettings(ModelSettings):
     name: Literal["vae"] = "vae"
+    #: the dimension of the latent code z
     latent_dim: int = setting(50, "an integer >= 1", ge=1)
     hidden_dims: LayerSizes = setting([400], "a list of integers >= 1, e.g. [128] or [] for none")
     activation: Activation = setting("softplus", "softplus, relu, tanh or elu")
@@ -152,6 +153,8 @@ class VAE(ZooModel):
 
     @pyro_method
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None, size: int | None = None):
+        """z ~ Normal(0, I), x ~ Bernoulli(logits = decoder(z)), in a data plate of ``size``
+        rows."""
         decoder = self.decoder  # looked up once: registers its parameters with Pyro
         with data_plate(x, size):
             prior_loc = x.new_zeros(x.shape[0], self.latent_dim)
@@ -161,6 +164,7 @@ class VAE(ZooModel):
 
     @pyro_method
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None, size: int | None = None):
+        """q(z | x) from the encoder (:class:`zoo.guides.AmortizedNormal`)."""
         return self.encoder(x, y, size)
 
     def prepare_epoch(self, x: torch.Tensor) -> torch.Tensor:
