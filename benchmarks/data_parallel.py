@@ -119,7 +119,7 @@ def tables(runs: list[dict]) -> str:
         metrics = MODELS[model]["metrics"]
         b = MODELS[model]["batch"]
         lines += [
-            f"### {model} (b = {b})",
+            f"## {model} (b = {b})",
             "",
             "| way | seeds | " + " | ".join(metrics) + " | steps | rows/s (median, range) |",
             "| --- | ---: | " + " | ".join("---:" for _ in metrics) + " | ---: | ---: |",

@@ -11,7 +11,6 @@ import pkgutil
 
 import pyro
 import pytest
-
 from test_docs_docstrings import api_modules
 
 

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from docs_pages import ROOT, blocks, pages, runnable
 from zoo_subprocess import zoo_env
 
@@ -51,7 +50,14 @@ def test_shell_blocks_are_either_run_or_marked_as_not_run():
         for language, code, line in blocks(page):
             assert language not in ("sh", "shell", "zsh"), f"{page}:{line}: use bash or console"
             if language == "console":
-                commands = [c for c in code.splitlines() if c.strip() and not c.startswith("#")]
+                lines = code.splitlines()
+                # a line after one ending in a backslash continues that command
+                commands = [
+                    c
+                    for i, c in enumerate(lines)
+                    if c.strip() and not c.startswith("#")
+                    and not (i and lines[i - 1].rstrip().endswith("\\"))
+                ]  # fmt: skip
                 assert all(c.startswith("$ ") for c in commands), f"{page}:{line}: $ prompts"
 
 

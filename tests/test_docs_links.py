@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from docs_pages import ROOT, pages
 
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")

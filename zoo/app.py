@@ -65,6 +65,32 @@ def build_model(spec: RunSpec, data):
         ) from e
 
 
+def load_run_data(spec: RunSpec, device: torch.device | str = "cpu"):
+    """The data set of ``spec`` on ``device``, checked against the model's settings. Call it
+    after seeding with ``spec.run.seed``, as a run does: a generated data set draws from the
+    seeded streams."""
+    data = load_dataset(spec.data.name, **spec.data.model_dump(exclude={"name"})).to(device)
+    check_against_data(spec, data)
+    return data
+
+
+def build_run_model(spec: RunSpec, data, device: torch.device | str = "cpu"):
+    """The untrained model of ``spec`` for ``data``, on ``device``, built as a run builds it:
+    the GMM's k-means++ restarts train here, under the trainer's validation setting."""
+    with pyro.validation_enabled(spec.trainer.validation):
+        return build_model(spec, data).to(device)
+
+
+def final_evaluation(spec: RunSpec, model, data, progress: bool = False) -> dict:
+    """The test metrics of a run's summary: ``model.evaluation``'s settings, on the
+    evaluation's own seeded stream (``trainer.eval_seed``), without Pyro's validation; the
+    caller's random streams are left as they were."""
+    evaluation = spec.model.evaluation.model_dump()
+    with torch.random.fork_rng(devices=[]), torch.no_grad(), pyro.validation_enabled(False):
+        torch.manual_seed(spec.trainer.eval_seed)
+        return model.evaluate(data, **evaluation, progress=progress)
+
+
 def versions() -> dict[str, str]:
     import hydra as hydra_module
 
@@ -169,14 +195,10 @@ def _train_evaluate_report(
     if spec.run.threads is not None:
         torch.set_num_threads(spec.run.threads)
     pyro.set_rng_seed(spec.run.seed)
-
-    data = load_dataset(spec.data.name, **spec.data.model_dump(exclude={"name"})).to(device)
-    check_against_data(spec, data)
+    data = load_run_data(spec, device)
     optim_import_s = import_lazy_parts_of_torch_optim()  # not part of the fit: see there
     build_start = time.perf_counter()
-    # the GMM's k-means++ restarts train here: under the trainer's validation setting too
-    with pyro.validation_enabled(spec.trainer.validation):
-        model = build_model(spec, data).to(device)
+    model = build_run_model(spec, data, device)
     build_s = time.perf_counter() - build_start
     evaluation = spec.model.evaluation.model_dump()
     periodic = spec.periodic_evaluation.model_dump()
@@ -214,9 +236,7 @@ def _train_evaluate_report(
     # the final evaluation can outlast training (the VAE's K = 5000 estimate): say so in the log
     log.info("final evaluation on %d test rows (%s)", len(data.test_x), _settings_text(evaluation))
     eval_start = time.perf_counter()
-    with torch.random.fork_rng(devices=[]), torch.no_grad(), pyro.validation_enabled(False):
-        torch.manual_seed(settings.eval_seed)
-        metrics = model.evaluate(data, **evaluation, progress=settings.progress)
+    metrics = final_evaluation(spec, model, data, progress=settings.progress)
     eval_s = time.perf_counter() - eval_start
     log.info("final evaluation took %.1f s", eval_s)
     bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]

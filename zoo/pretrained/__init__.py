@@ -97,21 +97,22 @@ def _spec(path: Path):
 
 def build(name: str | os.PathLike, device: str | torch.device = "cpu"):
     """The untrained model and its data set, built from the pretrained model's config."""
-    from zoo.app import build_model
-    from zoo.data import load_dataset
+    return _build(_spec(folder(name)), device)
 
-    spec = _spec(folder(name))
-    data = load_dataset(spec.data.name, **spec.data.model_dump(exclude={"name"}))
+
+def _build(spec, device):
+    from zoo.app import build_run_model, load_run_data
+
     # built as the run built it (the GMM's k-means++ starts draw from the seeded streams),
     # and the caller's random streams left as they were
     state = get_rng_state()
     try:
         pyro.set_rng_seed(spec.run.seed)
-        with pyro.validation_enabled(spec.trainer.validation):
-            model = build_model(spec, data)
+        data = load_run_data(spec, device)
+        model = build_run_model(spec, data, device)
     finally:
         set_rng_state(state)
-    return model.to(device), data.to(device)
+    return model, data
 
 
 def load(name: str | os.PathLike, device: str | torch.device = "cpu", *, with_data: bool = False):
@@ -122,7 +123,12 @@ def load(name: str | os.PathLike, device: str | torch.device = "cpu", *, with_da
     :param with_data: return ``(model, data)``, the data set it was trained and tested on.
     :raises PretrainedError: naming the weights file if its SHA-256 is not the card's.
     """
-    path = folder(name)
+    model, data, _ = _load(folder(name), device)
+    return (model, data) if with_data else model
+
+
+def _load(path: Path, device):
+    """The trained model, its data set and its validated config."""
     weights = path / WEIGHTS
     expected = card(path)["weights"]["sha256"]
     if not weights.is_file():
@@ -132,12 +138,13 @@ def load(name: str | os.PathLike, device: str | torch.device = "cpu", *, with_da
             f"{weights} does not match its model card: its SHA-256 is not {expected} (the "
             "file is damaged or was replaced); download or export it again"
         )
-    model, data = build(path, device)
+    spec = _spec(path)
+    model, data = _build(spec, device)
     state = load_file(str(weights), device=str(torch.device(device)))
     model.load_state_dict(state)
     model.eval()
     _set_up_guide(model, data)
-    return (model, data) if with_data else model
+    return model, data, spec
 
 
 def _set_up_guide(model, data) -> None:
@@ -155,11 +162,10 @@ def evaluate(name: str | os.PathLike, device: str | torch.device = "cpu") -> dic
     """The pretrained model's test metrics, computed again as the run computed them (the
     run's evaluation settings and evaluation seed): they equal the card's up to the
     arithmetic of another machine."""
-    model, data = load(name, device, with_data=True)
-    spec = _spec(folder(name))
-    with torch.random.fork_rng(devices=[]), torch.no_grad(), pyro.validation_enabled(False):
-        torch.manual_seed(spec.trainer.eval_seed)
-        return model.evaluate(data, **spec.model.evaluation.model_dump())
+    from zoo.app import final_evaluation
+
+    model, data, spec = _load(folder(name), device)
+    return final_evaluation(spec, model, data)
 
 
 def export(
