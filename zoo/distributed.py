@@ -44,7 +44,8 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -158,13 +159,19 @@ class Collectives:
         self.ranks = ranks
         self.device = torch.device(device)
 
-    def _failed(self, doing: str, error: Exception) -> RankFailure:
-        return RankFailure(
-            f"{self.ranks}: another rank stopped while {doing} ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else 'no message'}); this rank stops "
-            "too. torchrun's report names the rank that failed first; the checkpoint of the "
-            "last completed epoch (rank 0's) is kept: resume with the same number of ranks."
-        )
+    @contextmanager
+    def _collective(self, doing: str) -> Iterator[None]:
+        """Turns the error of a collective whose peer is gone into a :class:`RankFailure`."""
+        try:
+            yield
+        except (RuntimeError, ValueError) as error:
+            first = str(error).splitlines()[0] if str(error) else "no message"
+            raise RankFailure(
+                f"{self.ranks}: another rank stopped while {doing} ({type(error).__name__}: "
+                f"{first}); this rank stops too. torchrun's report names the rank that failed "
+                "first; the checkpoint of the last completed epoch (rank 0's) is kept: resume "
+                "with the same number of ranks."
+            ) from error
 
     def average_gradients(
         self, grads: list[torch.Tensor], loss: float, stop: int | None
@@ -179,12 +186,10 @@ class Collectives:
         flags = [float(stop == s) for s in STOP_SIGNALS]
         scalars = torch.tensor([loss, *flags], dtype=torch.float64, device=self.device)
         flat = torch.cat([g.reshape(-1) for g in grads]) if grads else None
-        try:
+        with self._collective("averaging the gradients"):
             if flat is not None:
                 dist.all_reduce(flat, op=dist.ReduceOp.SUM)
             dist.all_reduce(scalars, op=dist.ReduceOp.SUM)
-        except (RuntimeError, ValueError) as e:
-            raise self._failed("averaging the gradients", e) from e
         if flat is not None:
             flat /= self.ranks.world_size
             offset = 0
@@ -198,26 +203,19 @@ class Collectives:
     def broadcast_object(self, value: object, doing: str) -> object:
         """Rank 0's ``value`` on every rank (anything picklable)."""
         box = [value if self.ranks.is_main else None]
-        try:
+        with self._collective(doing):
             dist.broadcast_object_list(box, src=0)
-        except (RuntimeError, ValueError) as e:
-            raise self._failed(doing, e) from e
         return box[0]
 
     def gather_objects(self, value: object, doing: str) -> list:
         """Every rank's ``value``, in rank order, on every rank."""
         values: list = [None] * self.ranks.world_size
-        try:
+        with self._collective(doing):
             dist.all_gather_object(values, value)
-        except (RuntimeError, ValueError) as e:
-            raise self._failed(doing, e) from e
         return values
 
     def broadcast_tensors(self, tensors: Iterable[torch.Tensor], doing: str) -> None:
         """Overwrites each tensor in place with rank 0's."""
-        try:
-            with torch.no_grad():
-                for t in tensors:
-                    dist.broadcast(t, src=0)
-        except (RuntimeError, ValueError) as e:
-            raise self._failed(doing, e) from e
+        with self._collective(doing), torch.no_grad():
+            for t in tensors:
+                dist.broadcast(t, src=0)
