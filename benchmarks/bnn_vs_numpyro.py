@@ -1,12 +1,13 @@
 """BNN epoch time: the zoo's Bayes by Backprop against NumPyro, plain PyTorch and the floor.
 
-Four sides train the MLP 784-400-400-10 (ReLU) of ``benchmarks/bnn_vs_torch.py``: a N(0, 1)
+Five sides train the MLP 784-400-400-10 (ReLU) of ``benchmarks/bnn_vs_torch.py``: a N(0, 1)
 prior on every weight and bias, the guide Normal(mu, softplus(rho)), one draw of every weight
 per step (sampled weights: the zoo with ``local_reparameterization=False``, since NumPyro and
 the reference sample weights), the Monte Carlo KL of ``Trace_ELBO``, Adam (lr 1e-3), batch
-128, on one thread each, epochs interleaved in one process:
+128, on one core and one thread each, epochs interleaved in one process:
 
-- **zoo**: the zoo's trainer (fused Adam, its default);
+- **zoo**: the zoo's trainer (fused Adam and replayed steps, ``zoo.replay``: its defaults);
+- **zoo_pyro**: the same trainer with ``trainer.replay=false`` (Pyro traces every step);
 - **torch**: ``TorchBBB`` of ``benchmarks/bnn_vs_torch.py`` (torch's Adam);
 - **NumPyro**: ``numpyro.infer.SVI`` with ``Trace_ELBO``, the weights as ``numpyro.sample``
   sites and the guide's mu and rho as ``numpyro.param``, the step ``jax.jit(svi.update)``;
@@ -22,11 +23,10 @@ test error of each side (10 weight draws) checks that they did the same work.
 
 from __future__ import annotations
 
-import os
+# one core for every side, XLA's threads included: before jax is imported
+import one_core
 
-os.environ.setdefault(
-    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-)
+CORE = one_core.CORE
 
 import argparse  # noqa: E402
 
@@ -43,6 +43,7 @@ from side_by_side import (  # noqa: E402
     interleave,
     peer_result,
     reference_epoch,
+    trainer_epochs,
     training_rows,
     write_result,
 )
@@ -134,16 +135,20 @@ def main() -> None:
     steps = n // b
     sizes = [data.num_features, 400, 400, data.num_classes]
 
-    pyro.set_rng_seed(0)
-    zoo_model = BNN.build(
-        data,
-        hidden_dims=[400, 400],
-        prior="gaussian",
-        prior_sigma=1.0,
-        local_reparameterization=False,
-    )
-    settings = TrainSettings(epochs=1, batch_size=b, progress=False)
-    trainer = Trainer(zoo_model, data, Adam({"lr": 1e-3}), settings)
+    def zoo_trainer(replay: bool) -> Trainer:
+        pyro.set_rng_seed(0)
+        model = BNN.build(
+            data,
+            hidden_dims=[400, 400],
+            prior="gaussian",
+            prior_sigma=1.0,
+            local_reparameterization=False,
+        )
+        settings = TrainSettings(epochs=1, batch_size=b, progress=False, replay=replay)
+        return Trainer(model, data, Adam({"lr": 1e-3}), settings)
+
+    trainer, pyro_trainer = zoo_trainer(True), zoo_trainer(False)
+    zoo_model = trainer.model
     torch.manual_seed(0)
     reference = TorchBBB(sizes, 1.0)
     optimizer = torch.optim.Adam(reference.parameters(), lr=1e-3)
@@ -154,10 +159,6 @@ def main() -> None:
     state = svi.init(jax.random.PRNGKey(0), x_np[:b], y_np[:b])
     update = jax.jit(svi.update)
     floor = floor_step(b, sizes)
-
-    def zoo_epoch(epoch: int) -> None:
-        trainer.settings = settings.model_copy(update={"epochs": epoch})
-        trainer.fit()
 
     def torch_epoch(epoch: int) -> None:
         x, y = data.train_x, data.train_y
@@ -174,12 +175,21 @@ def main() -> None:
         for _ in range(steps):
             floor()
 
-    sides = {"zoo": zoo_epoch, "torch": torch_epoch, "numpyro": numpyro_epoch, "floor": floor_epoch}
+    sides = {
+        "zoo": trainer_epochs(trainer),
+        "zoo_pyro": trainer_epochs(pyro_trainer),
+        "torch": torch_epoch,
+        "numpyro": numpyro_epoch,
+        "floor": floor_epoch,
+    }
     seconds = interleave(args.epochs, sides)
 
     torch.manual_seed(1)
     errors = {
         "zoo": zoo_model.evaluate(data, num_samples=args.eval_samples, ood=None)["test/error"],
+        "zoo_pyro": pyro_trainer.model.evaluate(data, num_samples=args.eval_samples, ood=None)[
+            "test/error"
+        ],
         "torch": reference.test_error(data.test_x, data.test_y, args.eval_samples),
         "numpyro": numpyro_error(
             svi.get_params(state),
@@ -189,7 +199,11 @@ def main() -> None:
             jax.random.PRNGKey(1),
         ),
     }
-    settings_used = vars(args) | {"out": str(args.out), "steps_per_epoch": steps}
+    settings_used = vars(args) | {
+        "out": str(args.out),
+        "steps_per_epoch": steps,
+        "core": one_core.CORE,
+    }
     versions = {"numpyro": numpyro.__version__, "jax": jax.__version__}
     # test error of each side after training: the sides did the same work
     result = peer_result("bnn_vs_numpyro", settings_used, seconds, errors, versions)

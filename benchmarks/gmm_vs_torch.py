@@ -117,9 +117,15 @@ def zoo_trainer(
     lr: float,
     elbo: str = "trace",
     optim: str = DEFAULT_IMPLEMENTATION,
+    replay: bool = True,
 ) -> Trainer:
     settings = TrainSettings(
-        epochs=1, batch_size=batch_size, sampling="replacement", progress=False, elbo=elbo
+        epochs=1,
+        batch_size=batch_size,
+        sampling="replacement",
+        progress=False,
+        elbo=elbo,
+        replay=replay,
     )
     return Trainer(model, data, Adam({"lr": lr}, implementation=optim), settings)
 
@@ -137,7 +143,9 @@ def part_step(args) -> dict:
         pyro.set_rng_seed(0)
         model = GMM.build(data, components=K, restarts=1, restart_steps=20)
         reference = TorchGMM(model, args.torch_adam)
-        trainer = zoo_trainer(model, data, args.batch_size, 0.01, args.elbo, args.optim)
+        trainer = zoo_trainer(
+            model, data, args.batch_size, 0.01, args.elbo, args.optim, args.replay == "true"
+        )
         zoo_ms, torch_ms = [], []
         for round_ in range(args.rounds + 1):  # round 0 warms up and is left out
             start = time.perf_counter()
@@ -288,6 +296,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument(
         "--elbo", default="trace", choices=["trace", "jit"], help="the zoo's trainer.elbo (step)"
+    )
+    parser.add_argument(
+        "--replay", default="true", choices=["true", "false"], help="the zoo's trainer.replay"
     )
     parser.add_argument("--steps", type=int, default=200, help="steps per method per round")
     parser.add_argument("--rounds", type=int, default=7)

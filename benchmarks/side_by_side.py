@@ -96,9 +96,11 @@ def interleave(epochs: int, sides: dict[str, Callable[[int], object]]) -> dict[s
     return seconds
 
 
-def peer_ratios(seconds: dict[str, list[float]], peers=("zoo", "torch", "numpyro")) -> dict:
-    """The median, min and max of the per-epoch ratio of each pair of peers and of each peer
-    to the ``floor``, the first epoch left out (one-off costs: JIT compilation)."""
+def peer_ratios(seconds: dict[str, list[float]], peers=None) -> dict:
+    """The median, min and max of the per-epoch ratio of each pair of peers (by default every
+    side but the floor) and of each peer to the ``floor``, the first epoch left out (one-off
+    costs: JIT compilation)."""
+    peers = peers or [side for side in seconds if side != "floor"]
     pairs = [(a, b) for i, a in enumerate(peers) for b in peers[i + 1 :]]
     pairs += [(side, "floor") for side in peers]
     ratios = {}
@@ -137,6 +139,16 @@ def add_peer_arguments(parser, *, epochs: int, train_rows: int, out: str) -> Non
     parser.add_argument("--train-rows", type=int, default=train_rows, help="first rows (0: all)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--out", type=Path, default=Path(out))
+
+
+def trainer_epochs(trainer) -> Callable[[int], None]:
+    """A zoo trainer's side: ``run(epoch)`` trains it up to that epoch."""
+
+    def run(epoch: int) -> None:
+        trainer.settings = trainer.settings.model_copy(update={"epochs": epoch})
+        trainer.fit()
+
+    return run
 
 
 def training_rows(name: str, rows: int):

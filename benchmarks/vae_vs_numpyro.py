@@ -1,16 +1,18 @@
 """VAE epoch time: the zoo against NumPyro, plain PyTorch and the step's matrix-multiply floor.
 
-Four sides train the same VAE (784-400-50, softplus, Bernoulli pixels, a Normal guide with
+Five sides train the same VAE (784-400-50, softplus, Bernoulli pixels, a Normal guide with
 exp scale from the encoder), the same single-sample reparameterized ``Trace_ELBO`` with the
 data term scaled by N / batch, Adam (lr 1e-3), batch 128 and dynamic binarization, on one
 thread each, epochs interleaved in one process (zoo, torch, NumPyro, floor, zoo, ...) so that
 all see the same load:
 
-- **zoo**: the zoo's trainer with its defaults (``Trace_ELBO``, fused Adam);
+- **zoo**: the zoo's trainer with its defaults (``Trace_ELBO``, fused Adam, each step
+  shape recorded once and replayed: ``zoo.replay``);
+- **zoo_pyro**: the same trainer with ``trainer.replay=false`` (Pyro traces every step);
 - **torch**: the hand-written reference of ``benchmarks/vae_vs_torch.py`` (torch's Adam);
 - **NumPyro**: ``numpyro.infer.SVI`` with its ``Trace_ELBO`` and ``numpyro.optim.Adam``, the
   networks as pure functions of ``numpyro.param`` arrays, the step ``jax.jit(svi.update)`` in a
-  Python loop over the same batches (XLA on one CPU thread);
+  Python loop over the same batches (XLA on the same single core: benchmarks/one_core.py);
 - **floor**: the step's eleven matrix multiplies alone in torch (four forward; seven backward:
   the gradient of each layer's weights, and of its input except the first layer's), on
   tensors of the step's shapes, nothing else.
@@ -25,12 +27,10 @@ checks that they did the same work. It writes a JSON into ``benchmarks/results/`
 
 from __future__ import annotations
 
-import os
+# one core for every side, XLA's threads included: before jax is imported
+import one_core
 
-# one XLA thread, as torch's: set before jax is imported
-os.environ.setdefault(
-    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-)
+CORE = one_core.CORE
 
 import argparse  # noqa: E402
 
@@ -46,6 +46,7 @@ from side_by_side import (  # noqa: E402
     interleave,
     peer_result,
     reference_epoch,
+    trainer_epochs,
     training_rows,
     write_result,
 )
@@ -157,10 +158,14 @@ def main() -> None:
     steps = n // b
     x_test = VAE.test_inputs(data.test_x)
 
-    pyro.set_rng_seed(0)
-    zoo_model = VAE.build(data, latent_dim=args.latent, hidden_dims=[args.hidden])
-    settings = TrainSettings(epochs=1, batch_size=b, progress=False)
-    trainer = Trainer(zoo_model, data, Adam({"lr": 1e-3}), settings)
+    def zoo_trainer(replay: bool) -> Trainer:
+        pyro.set_rng_seed(0)
+        model = VAE.build(data, latent_dim=args.latent, hidden_dims=[args.hidden])
+        settings = TrainSettings(epochs=1, batch_size=b, progress=False, replay=replay)
+        return Trainer(model, data, Adam({"lr": 1e-3}), settings)
+
+    trainer, pyro_trainer = zoo_trainer(True), zoo_trainer(False)
+    zoo_model = trainer.model
     torch.manual_seed(0)
     reference = TorchVAE(d, args.hidden, args.latent)
     optimizer = torch.optim.Adam(reference.parameters(), lr=1e-3)
@@ -170,10 +175,6 @@ def main() -> None:
     state = svi.init(jax.random.PRNGKey(0), jnp.asarray(binarize(data.train_x[:b]).numpy()))
     update = jax.jit(svi.update)
     floor = floor_step(b, d, args.hidden, args.latent)
-
-    def zoo_epoch(epoch: int) -> None:
-        trainer.settings = settings.model_copy(update={"epochs": epoch})
-        trainer.fit()
 
     def torch_epoch(epoch: int) -> None:
         x = binarize(data.train_x)
@@ -191,16 +192,27 @@ def main() -> None:
         for _ in range(steps):
             floor()
 
-    sides = {"zoo": zoo_epoch, "torch": torch_epoch, "numpyro": numpyro_epoch, "floor": floor_epoch}
+    sides = {
+        "zoo": trainer_epochs(trainer),
+        "zoo_pyro": trainer_epochs(pyro_trainer),
+        "torch": torch_epoch,
+        "numpyro": numpyro_epoch,
+        "floor": floor_epoch,
+    }
     seconds = interleave(args.epochs, sides)
 
     torch.manual_seed(1)
     elbos = {
         "zoo": zoo_model.evaluate(data, iw_samples=0)["test/elbo"],
+        "zoo_pyro": pyro_trainer.model.evaluate(data, iw_samples=0)["test/elbo"],
         "torch": reference.test_elbo(x_test),
         "numpyro": numpyro_test_elbo(svi, state, jnp.asarray(x_test.numpy()), n),
     }
-    settings_used = vars(args) | {"out": str(args.out), "steps_per_epoch": steps}
+    settings_used = vars(args) | {
+        "out": str(args.out),
+        "steps_per_epoch": steps,
+        "core": one_core.CORE,
+    }
     versions = {"numpyro": numpyro.__version__, "jax": jax.__version__}
     # test ELBO of each side after training: the sides did the same work
     result = peer_result("vae_vs_numpyro", settings_used, seconds, elbos, versions)

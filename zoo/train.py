@@ -46,6 +46,7 @@ from zoo.files import strict_json, write_text_atomic
 from zoo.free_bits import WITH_FREE_BITS
 from zoo.handlers import KLAnnealingMessenger
 from zoo.progress import progress_bar
+from zoo.replay import Replay, drop_grads
 from zoo.schedules import Schedule
 from zoo.schema import Settings, setting
 from zoo.stopping import Stopper, StopSettings
@@ -97,6 +98,9 @@ class TrainSettings(Settings):
     validation: bool = setting(False, "true or false", trains=False, alias="validate")
     #: progress bars on a terminal, over each epoch's steps and the final evaluation
     progress: bool = setting(True, "true or false", trains=False)
+    # record each step shape once as a graph of torch operations and replay it (zoo.replay):
+    # the same draws and gradients as Pyro's ELBO, without its per-step tracing
+    replay: bool = setting(True, "true or false", trains=False)
     # NaN/inf steps to skip in the whole run, each logged, before stopping (0: stop at the
     # first); the run stops anyway once more than half of one epoch's steps are skipped
     skip_nonfinite: int = setting(
@@ -148,18 +152,14 @@ def all_finite(tensors: list[torch.Tensor]) -> bool:
     return all(bool(t.isfinite().all()) for t in tensors)
 
 
-def drop_grads(params) -> None:
-    """Sets each gradient to None: the next backward starts from None as from zeros, without
-    the zero tensor per parameter that ``pyro.infer.util.zero_grads`` allocates and fills
-    (about 2% of a VAE step)."""
-    for p in params:
-        p.grad = None
-
-
 class GuardedSVI(SVI):
     """``SVI`` whose step leaves the parameters alone when the loss or a gradient is NaN or
     infinite, and says so in ``last_step_finite``; a finite step does exactly what
     ``SVI.step`` does.
+
+    With ``replay`` (a :class:`zoo.replay.Replay` of the same ELBO, model and guide) a step
+    that can be replayed runs the recorded graph instead of Pyro's tracing; the others, and
+    every step without it, run ``loss_and_grads``.
 
     With ``collectives`` (a data-parallel run, :mod:`zoo.distributed`) the gradients and the
     loss are averaged over the ranks before that check, so that every rank takes (or skips)
@@ -178,17 +178,27 @@ class GuardedSVI(SVI):
         loss,
         collectives: Collectives | None = None,
         pending_signal: Callable[[], int | None] | None = None,
+        replay: Replay | None = None,
     ) -> None:
         super().__init__(model, guide, optim, loss)
         self.collectives = collectives
         self.pending_signal = pending_signal or (lambda: None)
+        self.replay = replay
 
     def step(self, *args, **kwargs) -> float:
-        with poutine.trace(param_only=True) as param_capture:
-            loss = torch_item(self.loss_and_grads(self.model, self.guide, *args, **kwargs))
-        params = set(site["value"].unconstrained() for site in param_capture.trace.nodes.values())
+        replayed = self.replay.loss_and_grads(*args, **kwargs) if self.replay else None
+        if replayed is not None:
+            loss, by_name = replayed
+        else:
+            with poutine.trace(param_only=True) as param_capture:
+                loss = torch_item(self.loss_and_grads(self.model, self.guide, *args, **kwargs))
+            by_name = {
+                name: site["value"].unconstrained()
+                for name, site in param_capture.trace.nodes.items()
+            }
+        params = list(by_name.values())
         if self.collectives is not None:
-            loss = self._average_over_ranks(param_capture.trace, loss)
+            loss = self._average_over_ranks(by_name, loss)
         grads = [p.grad for p in params if p.grad is not None]
         self.last_step_finite = math.isfinite(loss) and all_finite(grads)
         if self.last_step_finite:
@@ -196,18 +206,15 @@ class GuardedSVI(SVI):
         drop_grads(params)
         return loss
 
-    def _average_over_ranks(self, param_trace, loss: float) -> float:
+    def _average_over_ranks(self, by_name: dict[str, torch.Tensor], loss: float) -> float:
         """The ranks' mean loss; each gradient replaced by the ranks' mean. Parameters go in
         the order of their names, the same on every rank; one that got no gradient on this
         rank contributes zeros."""
-        by_name = {
-            name: site["value"].unconstrained()
-            for name, site in sorted(param_trace.nodes.items())
-        }
-        for p in by_name.values():
+        ordered = [by_name[name] for name in sorted(by_name)]
+        for p in ordered:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        grads = [p.grad for p in by_name.values()]
+        grads = [p.grad for p in ordered]
         loss, self.agreed_signal = self.collectives.average_gradients(
             grads, loss, self.pending_signal()
         )
@@ -293,8 +300,10 @@ class Trainer:
             getattr(model, "max_plate_nesting", None),
             getattr(model, "free_bits", None),
         )
+        module = model if isinstance(model, torch.nn.Module) else None
+        replay = Replay(elbo, model.model, model.guide, module) if settings.replay else None
         self.svi = GuardedSVI(
-            model.model, model.guide, optim, elbo, collectives, lambda: self._stop_signal
+            model.model, model.guide, optim, elbo, collectives, lambda: self._stop_signal, replay
         )
         self.elbo = elbo
         self._compiled_beta: float | None = None  # JitTrace_ELBO: the beta in its graph

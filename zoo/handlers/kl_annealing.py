@@ -17,13 +17,16 @@ sites that depend on it to share one scale). A ``pyro.factor`` is an observed si
 is never annealed: a term that should carry beta belongs in a latent site's distribution.
 
 Not under ``JitTrace_ELBO`` with a beta that changes: the compiled graph keeps the beta of
-its first call as a constant and ignores later values (the zoo's trainer refuses it).
+its first call as a constant and ignores later values (the zoo's trainer refuses it). The
+trainer's own graph of a step (:mod:`zoo.replay`) takes beta as an input instead
+(:meth:`KLAnnealingMessenger.traced_beta`), so it follows a schedule.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar, overload
 
 import torch
@@ -96,6 +99,17 @@ class KLAnnealingMessenger(Messenger):
     @beta.setter
     def beta(self, value: float) -> None:
         self._beta = _checked_beta(value)
+
+    @contextmanager
+    def traced_beta(self, beta: torch.Tensor) -> Iterator[None]:
+        """For the duration, the coefficient is the 0-d tensor ``beta``, unchecked: while
+        :mod:`zoo.replay` records a step as a graph, so that beta is an input of the graph
+        rather than a constant in it."""
+        saved, self._beta = self._beta, beta
+        try:
+            yield
+        finally:
+            self._beta = saved
 
     def _pyro_sample(self, msg: Message) -> None:
         if site_is_subsample(msg):

@@ -1,0 +1,360 @@
+"""The trainer's replayed steps (zoo.replay) are Pyro's steps, to the last bit, or do not run.
+
+Every comparison here is exact (``==`` on losses, ``torch.equal`` on tensors): a replayed
+step must draw the same random numbers and give the same loss and gradients as Pyro's ELBO.
+"""
+
+import copy
+import logging
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+import torch.nn.functional as F
+from pyro import poutine
+from pyro.infer import JitTrace_ELBO, Trace_ELBO, TraceEnum_ELBO
+from pyro.nn import PyroParam, pyro_method
+
+import zoo.replay
+from zoo.data import load_dataset
+from zoo.handlers import KLAnnealingMessenger
+from zoo.models import BNN, GMM, VAE
+from zoo.models.base import ZooModel, data_plate
+from zoo.optim import Adam
+from zoo.replay import Replay, replay_refusal
+from zoo.schedules import make_schedule
+from zoo.train import Trainer, TrainSettings, drop_grads, make_elbo
+
+
+@pytest.fixture(autouse=True)
+def graphs_after_three_pyro_steps(monkeypatch):
+    monkeypatch.setattr(zoo.replay, "PYRO_STEPS", 3)
+
+
+@pytest.fixture(autouse=True)
+def without_validation():
+    """As the trainer runs (trainer.validate=false): a replay declines every step under
+    Pyro's validation, which is on by default."""
+    with pyro.validation_enabled(False):
+        yield
+
+
+def binary(data, rows):
+    return (data.train_x[:rows] > 0.5).float()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return load_dataset("toy_regression", n_train=96, n_test=32)
+
+
+@pytest.fixture(scope="module")
+def faithful():
+    return load_dataset("old_faithful")
+
+
+def vae(data, **settings):
+    return VAE(data.num_features, latent_dim=3, hidden_dims=[16], **settings)
+
+
+CASES = {
+    "vae, linear warm-up": ("digits", lambda d: vae(d), {}, ("linear", {"warmup_epochs": 2})),
+    "vae, meanfield, 2 particles": (
+        "digits",
+        lambda d: vae(d),
+        {"elbo": "meanfield", "num_particles": 2},
+        ("linear", {"warmup_epochs": 2}),
+    ),
+    "vae, free bits, warm-up": (
+        "digits",
+        lambda d: vae(d, free_bits=0.2),
+        {},
+        ("linear", {"warmup_epochs": 2}),
+    ),
+    "bnn, local reparameterization": (
+        "toy",
+        lambda d: BNN.build(d, hidden_dims=[8], prior="gaussian", noise=0.1),
+        {},
+        None,
+    ),
+    "bnn, sampled weights, scale mixture": (
+        "toy",
+        lambda d: BNN.build(d, hidden_dims=[8], local_reparameterization=False),
+        {},
+        None,
+    ),
+    "bnn, mc dropout": (
+        "toy",
+        lambda d: BNN.build(d, hidden_dims=[8], guide="mc_dropout", dropout=0.2, noise=0.1),
+        {},
+        None,
+    ),
+    "gmm, mixture form": (
+        "faithful",
+        lambda d: GMM.build(d, restarts=1, restart_steps=0),
+        {},
+        None,
+    ),
+}
+
+
+def train(data, build, settings, schedule, replay, epochs=3):
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    model = build(data)
+    trainer = Trainer(
+        model,
+        data,
+        Adam({"lr": 1e-2}),
+        TrainSettings(epochs=epochs, batch_size=32, progress=False, replay=replay, **settings),
+        schedule=make_schedule(schedule[0], **schedule[1]) if schedule else None,
+    )
+    trainer.fit()
+    return trainer
+
+
+def without_times(history):
+    return [{k: v for k, v in h.items() if not k.startswith("time/")} for h in history]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_training_with_replay_equals_training_in_pyro_bit_for_bit(case, request):
+    data_name, build, settings, schedule = CASES[case]
+    data = request.getfixturevalue(data_name)
+    replayed = train(data, build, settings, schedule, replay=True)
+    in_pyro = train(data, build, settings, schedule, replay=False)
+
+    steps = replayed.steps_per_epoch * 3
+    assert replayed.svi.replay.refusals() == []
+    assert replayed.svi.replay.replayed_steps == steps - 3
+    assert in_pyro.svi.replay is None
+    assert without_times(replayed.history) == without_times(in_pyro.history)
+    a, b = replayed.model.state_dict(), in_pyro.model.state_dict()
+    assert list(a) == list(b)
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_a_resumed_replayed_run_ends_as_one_never_stopped(digits, tmp_path):
+    def trainer(out_dir, epochs, seed=0):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(seed)
+        model = vae(digits)
+        return Trainer(
+            model,
+            digits,
+            Adam({"lr": 1e-2}),
+            TrainSettings(epochs=epochs, batch_size=64, progress=False, eval_every=2),
+            schedule=make_schedule("linear", warmup_epochs=3),
+            evaluate=lambda: model.evaluate(digits, iw_samples=0),
+            out_dir=out_dir,
+            identity={"model": "vae", "config": "replay"},
+        )
+
+    straight = trainer(tmp_path / "straight", 4)
+    straight.fit()
+    first = trainer(tmp_path / "stopped", 2)
+    first.fit()
+    second = trainer(tmp_path / "stopped", 4, seed=123)
+    second.resume()
+    second.fit()
+    # the resumed run made its graph three steps after the resume, the other one at its start
+    assert second.svi.replay.replayed_steps == 2 * second.steps_per_epoch - 3
+    assert without_times(second.history) == without_times(straight.history)
+    for (name, a), (_, b) in zip(
+        straight.model.state_dict().items(), second.model.state_dict().items()
+    ):
+        assert torch.equal(a, b), name
+
+
+# ---- one step, replayed and in Pyro, from the same random state -----------------------------
+
+
+def step_both_ways(replay, elbo, model, guide, *args, **kwargs):
+    """The loss and gradients of a replayed step and of Pyro's, from one random state."""
+    state = torch.get_rng_state()
+    result = replay.loss_and_grads(*args, **kwargs)
+    assert result is not None
+    loss, params = result
+    grads = {name: p.grad.clone() for name, p in params.items()}
+    drop_grads(params.values())
+    torch.set_rng_state(state)
+    expected = elbo.loss_and_grads(model, guide, *args, **kwargs)
+    expected_grads = {name: p.grad.clone() for name, p in params.items()}
+    drop_grads(params.values())
+    return (loss, grads), (expected, expected_grads)
+
+
+def warm(replay, *args, **kwargs):
+    """Takes the key's steps in Pyro (the replay declines them, and Pyro takes them, as in
+    GuardedSVI), then the step that makes its graph; gradients dropped."""
+    for _ in range(replay.pyro_steps):
+        assert replay.loss_and_grads(*args, **kwargs) is None
+        replay.elbo.loss_and_grads(replay.model, replay.guide, *args, **kwargs)
+    assert replay.loss_and_grads(*args, **kwargs) is not None
+    assert replay.refusals() == []
+    for p in pyro.get_param_store().values():
+        p.unconstrained().grad = None
+
+
+def test_the_graph_takes_beta_as_an_input(digits):
+    pyro.clear_param_store()
+    model = vae(digits)
+    elbo = make_elbo("trace")
+    replay = Replay(elbo, model.model, model.guide, model)
+    x, size = binary(digits, 32), len(digits.train_x)
+    annealer = KLAnnealingMessenger(0.2)
+    with annealer:
+        warm(replay, x, size=size)
+    for beta in (0.0, 0.7, 1.0, 3.0):
+        annealer.beta = beta
+        with annealer:
+            got, expected = step_both_ways(replay, elbo, model.model, model.guide, x, size=size)
+        assert got[0] == expected[0], beta
+        assert all(torch.equal(got[1][n], expected[1][n]) for n in got[1]), beta
+    assert replay.graphs_made == 1
+
+
+def test_another_shape_or_mode_makes_another_graph(digits):
+    pyro.clear_param_store()
+    model = vae(digits)
+    elbo = make_elbo("trace")
+    replay = Replay(elbo, model.model, model.guide, model)
+    size = len(digits.train_x)
+    warm(replay, binary(digits, 32), size=size)
+    warm(replay, binary(digits, 16), size=size)  # another batch shape
+    warm(replay, binary(digits, 16), size=size - 1)  # another value of a keyword
+    model.eval()
+    warm(replay, binary(digits, 16), size=size - 1)  # eval mode
+    model.train()
+    with poutine.scale(scale=0.5):  # another handler on Pyro's stack
+        warm(replay, binary(digits, 16), size=size - 1)
+    assert replay.graphs_made == 5
+    got, expected = step_both_ways(
+        replay, elbo, model.model, model.guide, binary(digits, 16), size=size
+    )
+    assert got[0] == expected[0]
+
+
+# ---- what stays with Pyro ---------------------------------------------------------------
+
+
+class OneSite(ZooModel):
+    """loc ~ Normal(0, 1); x_i ~ Normal(loc, 1); guide Normal(m, softplus(s)), with a hook to
+    make the guide do what a trace cannot replay."""
+
+    def __init__(self, guide_body) -> None:
+        super().__init__()
+        self.m = PyroParam(torch.tensor(0.5))
+        self.s = PyroParam(torch.tensor(0.0))
+        self.guide_body = guide_body
+
+    @pyro_method
+    def model(self, x, y=None, size=None):
+        loc = pyro.sample("loc", dist.Normal(0.0, 1.0))
+        with data_plate(x, size):
+            pyro.sample("x", dist.Normal(loc, 1.0), obs=x)
+
+    @pyro_method
+    def guide(self, x, y=None, size=None):
+        pyro.sample("loc", dist.Normal(self.guide_body(self.m, x), F.softplus(self.s)))
+
+
+def test_a_param_store_that_holds_other_tensors_makes_the_graph_again():
+    pyro.clear_param_store()
+    model = OneSite(lambda m, x: m)  # its parameters live in the store: read from it per step
+    elbo = Trace_ELBO()
+    replay = Replay(elbo, model.model, model.guide, model)
+    x = torch.randn(8)
+    warm(replay, x, size=80)
+    store = pyro.get_param_store()
+    state = copy.deepcopy(store.get_state())  # get_state holds the store's own tensors
+    state["params"] = {k: v + 1.0 for k, v in state["params"].items()}
+    store.set_state(state)  # other tensors under the same names
+    got, expected = step_both_ways(replay, elbo, model.model, model.guide, x, size=80)
+    assert replay.graphs_made == 2
+    assert got[0] == expected[0]
+    assert all(torch.equal(got[1][n], expected[1][n]) for n in got[1])
+    assert set(got[1]) == set(store.keys())
+
+
+def test_a_random_draw_whose_value_is_unused_is_replayed_too():
+    """The graph keeps a draw that nothing reads: dropping it would shift every later draw."""
+    pyro.clear_param_store()
+    model = OneSite(lambda m, x: (torch.randn(3), m)[1])
+    elbo = Trace_ELBO()
+    replay = Replay(elbo, model.model, model.guide, model)
+    x = torch.randn(8)
+    warm(replay, x, size=80)
+    got, expected = step_both_ways(replay, elbo, model.model, model.guide, x, size=80)
+    assert got[0] == expected[0]
+    assert all(torch.equal(got[1][n], expected[1][n]) for n in got[1])
+
+
+def branch_on_a_value(m, x):
+    return m + 1.0 if x.sum().item() > 0 else m - 1.0
+
+
+def shift_without_gradient(m, x):
+    with torch.no_grad():
+        shift = 0.5 * m
+    return m + shift  # d/dm is 1 in Pyro; a graph that lost no_grad would say 1.5
+
+
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        (branch_on_a_value, "could not be traced"),
+        (shift_without_gradient, "the gradient of"),
+    ],
+)
+def test_a_step_a_graph_would_get_wrong_stays_with_pyro(body, reason, caplog):
+    pyro.clear_param_store()
+    model = OneSite(body)
+    elbo = Trace_ELBO()
+    replay = Replay(elbo, model.model, model.guide, model)
+    x = torch.randn(8)
+    for _ in range(replay.pyro_steps):
+        assert replay.loss_and_grads(x, size=80) is None
+        elbo.loss_and_grads(model.model, model.guide, x, size=80)
+    drop_grads(p.unconstrained() for p in pyro.get_param_store().values())
+    with caplog.at_level(logging.INFO, logger="zoo.replay"):
+        state = torch.get_rng_state()
+        loss, params = replay.loss_and_grads(x, size=80)  # Pyro's step, with its gradients
+    grads = {n: p.grad.clone() for n, p in params.items()}
+    drop_grads(params.values())
+    torch.set_rng_state(state)
+    expected = elbo.loss_and_grads(model.model, model.guide, x, size=80)
+    assert loss == expected
+    assert all(torch.equal(grads[n], p.grad) for n, p in params.items())
+    assert len(replay.refusals()) == 1 and reason in replay.refusals()[0]
+    assert reason in caplog.text
+    assert replay.loss_and_grads(x, size=80) is None  # and it stays refused
+    assert replay.replayed_steps == 0
+
+
+def test_elbos_that_compile_or_enumerate_and_validation_are_not_replayed(digits):
+    assert "TorchScript" in replay_refusal(JitTrace_ELBO())
+    assert "not Trace_ELBO" in replay_refusal(TraceEnum_ELBO())
+    assert replay_refusal(make_elbo("meanfield")) is None
+    pyro.clear_param_store()
+    model = vae(digits)
+    replay = Replay(make_elbo("trace"), model.model, model.guide, model, pyro_steps=1)
+    x, size = binary(digits, 8), len(digits.train_x)
+    with pyro.validation_enabled(True):
+        for _ in range(3):
+            assert replay.loss_and_grads(x, size=size) is None
+    assert replay.graphs_made == 0
+    with pytest.raises(ValueError, match="at least 1"):
+        Replay(make_elbo("trace"), model.model, model.guide, pyro_steps=0)
+
+
+def test_the_trainer_setting_turns_replay_off(digits):
+    assert TrainSettings().replay is True
+    assert train(digits, vae, {}, None, replay=False, epochs=1).svi.replay is None
