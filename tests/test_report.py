@@ -279,3 +279,16 @@ def test_a_later_seed_joins_only_without_free_bits(results, nats, joins):
     else:
         with pytest.raises(ReportError, match=r"differs in model\.free_bits"):
             build(results)
+
+
+@pytest.mark.parametrize("replay", [True, False])
+def test_replayed_and_pyro_steps_are_one_config(results, replay):
+    """trainer.replay changes no number (zoo.replay, tested bit for bit): a seed run with it,
+    either way, joins seeds that predate the key."""
+    write_run(results, 0, -10.0)
+    folder = results / "runs" / "toy" / "a" / "seed=1"
+    write_run(results, 1, -11.0)
+    summary = json.loads((folder / "summary.json").read_text())
+    summary["config"]["trainer"]["replay"] = replay
+    (folder / "summary.json").write_text(json.dumps(summary))
+    assert "| row a | -10.50 ± 0.71 |" in build(results)["README.md"]

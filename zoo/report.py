@@ -40,15 +40,26 @@ from zoo.errors import ZooError
 
 RESULTS = Path("results")
 SPEC_NAME = "tables.yaml"
-# keys that may differ between the runs of one row (besides the swept key); a logger
-# (zoo/loggers.py) never changes a number
-PER_RUN_KEYS = {("seed",), ("resume",), ("trainer", "progress"), ("device",), ("logger",)}
-# Keys added to the config after some committed runs were made, each with the test of a value
-# that keeps the behaviour from before the key existed. Such a value is left out of the
-# comparison, so that a later seed of a row (which records the key) joins the earlier ones
-# (which do not); any other value is a different config. trainer.stop came with issue 17 and
-# does nothing unless one of its two rules is set; model.free_bits (issue 18) is off at 0.
-KEYS_ADDED_LATER = {
+def _always(value: Any) -> bool:
+    return True
+
+
+# The keys whose values may differ between the runs of one row (besides the swept key), each
+# with the test of a value that does not split the row; a key whose test passes is left out
+# of the comparison. Two kinds:
+# - keys that never change a number: the seed, resume, progress bars, the device, a logger
+#   (zoo/loggers.py), and trainer.replay (zoo/replay.py: bit-for-bit Pyro's steps, tested);
+# - keys added after some committed runs were made, at the value that keeps the behaviour
+#   from before they existed, so that a later seed of a row (which records the key) joins the
+#   earlier ones (which do not): trainer.stop (issue 17) does nothing unless one of its two
+#   rules is set; model.free_bits (issue 18) is off at 0.
+ROW_NEUTRAL = {
+    ("seed",): _always,
+    ("resume",): _always,
+    ("trainer", "progress"): _always,
+    ("device",): _always,
+    ("logger",): _always,
+    ("trainer", "replay"): _always,
     ("trainer", "stop"): lambda stop: stop.get("tol") is None and stop.get("patience") is None,
     ("model", "free_bits"): lambda nats: nats == 0,
 }
@@ -96,13 +107,11 @@ def _lookup(tree: dict, dotted: str) -> Any:
     return node
 
 
-def _without_per_run_keys(config: dict, swept: str) -> dict:
+def _without_row_neutral_keys(config: dict, swept: str) -> dict:
     config = json.loads(json.dumps(config))
-    for path in PER_RUN_KEYS | {tuple(swept.split("."))}:
-        _parent(config, path).pop(path[-1], None)
-    for path, keeps_earlier_behaviour in KEYS_ADDED_LATER.items():
+    for path, neutral in {**ROW_NEUTRAL, tuple(swept.split(".")): _always}.items():
         parent = _parent(config, path)
-        if path[-1] in parent and keeps_earlier_behaviour(parent[path[-1]]):
+        if path[-1] in parent and neutral(parent[path[-1]]):
             del parent[path[-1]]
     return config
 
@@ -134,10 +143,10 @@ def collect(directory: Path, where: str, swept: str = "seed") -> list[dict]:
         key=lambda s: _lookup(s["config"], swept),
     )
     if summaries:
-        reference = _without_per_run_keys(summaries[0]["config"], swept)
+        reference = _without_row_neutral_keys(summaries[0]["config"], swept)
         first = _lookup(summaries[0]["config"], swept)
         for summary in summaries[1:]:
-            differ = _differences(reference, _without_per_run_keys(summary["config"], swept))
+            differ = _differences(reference, _without_row_neutral_keys(summary["config"], swept))
             if differ:
                 raise ReportError(
                     f"{where}: {swept} {_lookup(summary['config'], swept)} was run with another "
