@@ -358,3 +358,17 @@ def test_elbos_that_compile_or_enumerate_and_validation_are_not_replayed(digits)
 def test_the_trainer_setting_turns_replay_off(digits):
     assert TrainSettings().replay is True
     assert train(digits, vae, {}, None, replay=False, epochs=1).svi.replay is None
+
+
+def test_the_trainer_reports_what_was_replayed_and_why_not(digits, caplog):
+    replayed = train(digits, vae, {}, None, replay=True, epochs=1)
+    assert replayed.replay_summary == {
+        "replayed_steps": replayed.steps_per_epoch - 3,
+        "not_replayed": [],
+    }
+    with caplog.at_level(logging.INFO, logger="zoo.train"):
+        jit = train(digits, vae, {"elbo": "jit"}, None, replay=True, epochs=1)
+    assert jit.replay_summary["replayed_steps"] == 0
+    assert "TorchScript" in jit.replay_summary["not_replayed"][0]
+    assert "steps are not replayed (zoo.replay): JitTrace_ELBO" in caplog.text
+    assert train(digits, vae, {}, None, replay=False, epochs=1).replay_summary is None

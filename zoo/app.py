@@ -255,6 +255,7 @@ def _train_evaluate_report(
         "epochs": trainer.epoch,
         "world_size": trainer.world_size,  # data-parallel ranks (torchrun); 1 for one process
         "stopped": trainer.stopped,
+        "replay": trainer.replay_summary,  # zoo.replay: steps replayed in this process
         "metrics": metrics,
         "train": {k: v for k, v in history[-1].items() if k.startswith("train/") or k == "beta"},
         "time": {

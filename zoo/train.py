@@ -359,6 +359,7 @@ class Trainer:
         with pyro.validation_enabled(self.settings.validation), self._stop_on_signals():
             if self.epoch < self.settings.epochs:
                 self._compile_once()
+                self._say_why_steps_are_not_replayed()
             while self.epoch < self.settings.epochs and self.stopper.reason is None:
                 record = self._train_epoch()
                 last = self.epoch + 1 == self.settings.epochs or self.stopper.reason is not None
@@ -384,6 +385,25 @@ class Trainer:
                 over = self.epoch >= self.settings.epochs or self.stopper.reason is not None
                 self._stop_if_signalled(None, now=over)
         return self.history
+
+    def _say_why_steps_are_not_replayed(self) -> None:
+        replay = self.svi.replay
+        if replay is None:
+            return
+        reason = replay.refusal
+        if reason is None and self.settings.validation:
+            reason = "trainer.validate=true: Pyro checks every step"
+        if reason is not None:
+            log.info("steps are not replayed (zoo.replay): %s", reason)
+
+    @property
+    def replay_summary(self) -> dict | None:
+        """What the replay did in this process: steps answered by a recorded graph and, for
+        each step shape left with Pyro, why; None with ``trainer.replay=false``."""
+        replay = self.svi.replay
+        if replay is None:
+            return None
+        return {"replayed_steps": replay.replayed_steps, "not_replayed": replay.refusals()}
 
     @property
     def stopped(self) -> dict:
