@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import pyro
@@ -118,20 +119,12 @@ def zoo_vae_step(x_all: torch.Tensor, batch: int, linear=None, replay: bool = Tr
     n = len(x_all)
 
     def step(x):
-        with annealer, LinearOn(linear) if linear else _nothing():
+        with annealer, LinearOn(linear) if linear else nullcontext():
             svi.step(x, size=n)
 
     for _ in range(4):  # the Pyro steps and the one that makes the graph
         step(x_all[:batch])
     return step
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def gflops(fn, flops: float, repeats: int = 300) -> float:

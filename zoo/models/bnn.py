@@ -29,8 +29,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 from pyro import poutine
+from pyro.distributions import constraints
 from pyro.infer.autoguide import AutoDelta
-from pyro.nn import PyroModule, PyroSample, pyro_method
+from pyro.nn import PyroModule, PyroParam, PyroSample, pyro_method
 
 from zoo import plots
 from zoo.data import DATASETS, load_dataset
@@ -53,6 +54,7 @@ LENET5_CHANNELS = (6, 16, 120)  # 5x5 convolutions; a 2x2 max-pool after the fir
 LENET5_KERNEL = 5
 DEFAULT_ENSEMBLE_SIZE = 5
 PRIORS = ("gaussian", "scale_mixture")
+PRIOR_SCALES = ("fixed", "fan_in", "learned")
 OOD_SEED = 20150521  # the noise images are the same in every run
 
 # -log sigma of a scale-mixture component: sigma = exp(-value) from about 2e-9 to 5e8
@@ -107,8 +109,10 @@ class BNNSettings(ModelSettings):
     )
     prior: Literal["gaussian", "scale_mixture"] = setting("gaussian", "gaussian or scale_mixture")
     prior_sigma: float = setting(1.0, "a finite number > 0", gt=0.0)
-    prior_scale: Literal["fixed", "fan_in"] = setting(
-        "fixed", "fixed (sigma = prior_sigma) or fan_in (sigma = prior_sigma * sqrt(2 / fan-in))"
+    prior_scale: Literal["fixed", "fan_in", "learned"] = setting(
+        "fixed",
+        "fixed (sigma = prior_sigma), fan_in (sigma = prior_sigma * sqrt(2 / fan-in)) or "
+        "learned (one sigma per layer trained with the guide, empirical Bayes; started as fan_in)",
     )
     mixture_pi: float = setting(0.5, "a number in [0, 1]", ge=0.0, le=1.0)
     neg_log_sigma1: float = setting(0.0, NEG_LOG_SIGMA, ge=-20.0, le=20.0)
@@ -160,6 +164,12 @@ class BNNSettings(ModelSettings):
             raise SettingError(
                 "ensemble_size", self.ensemble_size, f"it needs guide=ensemble, not {self.guide}"
             )
+        if self.prior_scale == "learned" and self.prior != "gaussian":
+            raise SettingError(
+                "prior_scale", "learned",
+                f"it needs prior=gaussian, not {self.prior} (the scale mixture's two sigmas "
+                "come from neg_log_sigma1 and neg_log_sigma2)",
+            )
         return self
 
     def data_problem(self, data) -> str | None:
@@ -197,7 +207,9 @@ def _fits(ood, data) -> bool:
     return ood.num_features == data.num_features or (_is_image(ood.shape) and _is_image(data.shape))
 
 
-Prior = Callable[[torch.Tensor, tuple[int, ...], int], dist.Distribution]
+# prior(zero, shape, fan_in, learned=None): ``learned`` is the layer's own sigma where the
+# prior learns it (prior_scale=learned), else None
+Prior = Callable[..., dist.Distribution]
 
 
 def make_prior(
@@ -216,29 +228,60 @@ def make_prior(
         ``mixture_pi`` on N(0, sigma1^2), the rest on N(0, sigma2^2), with
         ``sigma_k = exp(-neg_log_sigma_k)`` as Blundell et al. write them).
     :param str scale: the rule for the Gaussian's s: ``fixed`` (s = ``sigma`` in every
-        layer) or ``fan_in`` (s = ``sigma * sqrt(2 / fan_in)``, He et al.'s initial scale
+        layer), ``fan_in`` (s = ``sigma * sqrt(2 / fan_in)``, He et al.'s initial scale
         for ReLU networks: a draw from the prior keeps the pre-activations' variance from
-        layer to layer, where N(0, 1) on a 784-input layer multiplies it by 784).
+        layer to layer, where N(0, 1) on a 784-input layer multiplies it by 784) or
+        ``learned``: s is the layer's own parameter (``prior(zero, shape, fan_in, s)``), a
+        parameter of the model that SVI trains with the guide (empirical Bayes, type-II
+        maximum likelihood of the ELBO, as uncertainty-baselines' LeNet-5 does); the layers
+        start it at the ``fan_in`` value (:func:`initial_prior_sigma`).
     """
     if name == "gaussian":
         if not sigma > 0:
             raise ValueError(f"prior_sigma must be > 0, got {sigma}")
-        if scale not in ("fixed", "fan_in"):
-            raise ValueError(f"prior_scale must be fixed or fan_in, got {scale!r}")
+        if scale not in PRIOR_SCALES:
+            raise ValueError(f"prior_scale must be one of {PRIOR_SCALES}, got {scale!r}")
 
-        def gaussian(zero, shape, fan_in):
-            s = sigma * math.sqrt(2.0 / fan_in) if scale == "fan_in" else sigma
+        def gaussian(zero, shape, fan_in, learned=None):
+            if scale == "learned":
+                s = learned
+            else:
+                s = sigma * math.sqrt(2.0 / fan_in) if scale == "fan_in" else sigma
             return dist.Normal(zero, s).expand(shape).to_event(len(shape))
 
+        gaussian.learns_sigma = scale == "learned"
         return gaussian
     if name == "scale_mixture":
+        if scale == "learned":
+            raise ValueError(
+                "prior_scale=learned needs prior=gaussian (the scale mixture has its two "
+                "sigmas from neg_log_sigma1 and neg_log_sigma2)"
+            )
         if not 0 <= mixture_pi <= 1:
             raise ValueError(f"mixture_pi must be in [0, 1], got {mixture_pi}")
         sigma1, sigma2 = math.exp(-neg_log_sigma1), math.exp(-neg_log_sigma2)
-        return lambda zero, shape, fan_in: (
+        return lambda zero, shape, fan_in, learned=None: (
             ScaleMixtureNormal(zero, sigma1, sigma2, mixture_pi).expand(shape).to_event(len(shape))
         )
     raise ValueError(f"prior must be one of {PRIORS}, got {name!r}")
+
+
+def initial_prior_sigma(sigma: float, fan_in: int) -> float:
+    """Where ``prior_scale=learned`` starts a layer's sigma: the ``fan_in`` rule's value."""
+    return sigma * math.sqrt(2.0 / fan_in)
+
+
+def _learned_sigma(layer: PyroModule, prior: Prior, sigma: float) -> None:
+    """Gives ``layer`` its prior sigma as a positive parameter when ``prior`` learns it."""
+    if getattr(prior, "learns_sigma", False):
+        start = torch.tensor(initial_prior_sigma(sigma, layer.in_features))
+        layer.prior_sigma = PyroParam(start, constraint=constraints.positive)
+
+
+def _layer_prior(layer: PyroModule, shape: tuple[int, ...]) -> dist.Distribution:
+    """The prior of one of ``layer``'s weight tensors, with its learned sigma if it has one."""
+    learned = layer.prior_sigma if getattr(layer.prior, "learns_sigma", False) else None
+    return layer.prior(layer.zero, shape, layer.in_features, learned)
 
 
 class BayesianLinear(PyroModule):
@@ -248,16 +291,17 @@ class BayesianLinear(PyroModule):
     draw by a draw of the output.
     """
 
-    def __init__(self, in_features: int, out_features: int, prior: Prior) -> None:
+    def __init__(
+        self, in_features: int, out_features: int, prior: Prior, sigma: float = 1.0
+    ) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.prior = prior
         # the priors are built on this buffer's device, so .to(device) moves them too
         self.register_buffer("zero", torch.zeros(()), persistent=False)
-        self.weight = PyroSample(
-            lambda layer: layer.prior(layer.zero, (out_features, in_features), in_features)
-        )
-        self.bias = PyroSample(lambda layer: layer.prior(layer.zero, (out_features,), in_features))
+        _learned_sigma(self, prior, sigma)
+        self.weight = PyroSample(lambda layer: _layer_prior(layer, (out_features, in_features)))
+        self.bias = PyroSample(lambda layer: _layer_prior(layer, (out_features,)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return linear(x, self.weight, self.bias)  # (B, in) -> (B, out)
@@ -272,18 +316,24 @@ class BayesianConv2d(PyroModule):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, prior: Prior, *, kernel: int, pool: bool
+        self,
+        in_channels: int,
+        out_channels: int,
+        prior: Prior,
+        *,
+        kernel: int,
+        pool: bool,
+        sigma: float = 1.0,
     ) -> None:
         super().__init__()
         self.in_features = in_channels * kernel * kernel  # the fan-in of one output
         self.kernel, self.pool = kernel, pool
         self.prior = prior
         self.register_buffer("zero", torch.zeros(()), persistent=False)
+        _learned_sigma(self, prior, sigma)
         shape = (out_channels, in_channels, kernel, kernel)
-        self.weight = PyroSample(lambda layer: layer.prior(layer.zero, shape, layer.in_features))
-        self.bias = PyroSample(
-            lambda layer: layer.prior(layer.zero, (out_channels,), layer.in_features)
-        )
+        self.weight = PyroSample(lambda layer: _layer_prior(layer, shape))
+        self.bias = PyroSample(lambda layer: _layer_prior(layer, (out_channels,)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return conv2d(x, self.weight, self.bias, padding=self.kernel // 2)  # (B, C, H, W)
@@ -291,7 +341,7 @@ class BayesianConv2d(PyroModule):
 
 def network_layers(
     architecture: str, num_features: int, image_shape: Sequence[int] | None,
-    hidden_dims: Sequence[int], num_outputs: int, prior: Prior,
+    hidden_dims: Sequence[int], num_outputs: int, prior: Prior, sigma: float = 1.0,
 ) -> list[PyroModule]:
     """The Bayesian layers of one network: ``mlp`` (dense layers ``hidden_dims``) or
     ``lenet5`` (LeNet-5 as in uncertainty-baselines: 5x5 "same" convolutions of 6, 16 and 120
@@ -302,12 +352,16 @@ def network_layers(
         channels = [1, *LENET5_CHANNELS]
         for i, (c_in, c_out) in enumerate(zip(channels, channels[1:])):
             pool = i < 2
-            layers.append(BayesianConv2d(c_in, c_out, prior, kernel=LENET5_KERNEL, pool=pool))
+            layers.append(
+                BayesianConv2d(c_in, c_out, prior, kernel=LENET5_KERNEL, pool=pool, sigma=sigma)
+            )
             if pool:  # "same" pooling: ceil, 28 -> 14 -> 7
                 height, width = -(-height // 2), -(-width // 2)
         num_features = channels[-1] * height * width
     sizes = [num_features, *hidden_dims, num_outputs]
-    layers += [BayesianLinear(n_in, n_out, prior) for n_in, n_out in zip(sizes, sizes[1:])]
+    layers += [
+        BayesianLinear(n_in, n_out, prior, sigma) for n_in, n_out in zip(sizes, sizes[1:])
+    ]
     return layers
 
 
@@ -347,7 +401,7 @@ class BNN(ZooModel):
         minibatches; the predictive averages their softmaxes: Lakshminarayanan et al. 2017).
     :param ensemble_size: the number of networks of ``guide=ensemble``; ``None``: 5.
     :param init_rho: ``(low, high)`` of the initial rho of Bayes by Backprop.
-    :param prior_scale: ``fixed`` or ``fan_in``: see :func:`make_prior`.
+    :param prior_scale: ``fixed``, ``fan_in`` or ``learned``: see :func:`make_prior`.
     :param local_reparameterization: sample pre-activations instead of weights
         (``guide=bbb`` only); ``None``: on for ``guide=bbb``.
     :param flipout: flipout for the convolutions (``guide=bbb`` and ``lenet5`` only);
@@ -438,7 +492,7 @@ class BNN(ZooModel):
         def layers():
             return PyroModule[torch.nn.ModuleList](
                 network_layers(architecture, num_features, self.image_shape, hidden_dims,
-                               num_outputs, weight_prior)
+                               num_outputs, weight_prior, prior_sigma)
             )
 
         # add_module prefixed the layers with this object's unique name; the sample sites
