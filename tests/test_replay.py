@@ -372,3 +372,182 @@ def test_the_trainer_reports_what_was_replayed_and_why_not(digits, caplog):
     assert "TorchScript" in jit.replay_summary["not_replayed"][0]
     assert "steps are not replayed (zoo.replay): JitTrace_ELBO" in caplog.text
     assert train(digits, vae, {}, None, replay=False, epochs=1).replay_summary is None
+
+
+# ---- what a hostile review found (each a case that once replayed a wrong step) ---------------
+
+
+def steps_both_ways(replay, elbo, model, guide, steps, arguments):
+    """For each step: (replayed?, equal to Pyro's step from the same random state?). The
+    parameters move by Pyro's gradients after each step, so every step has new values."""
+    outcomes = []
+    for i in range(steps):
+        args, kwargs = arguments(i)
+        state = torch.get_rng_state()
+        drop_grads(p.unconstrained() for p in pyro.get_param_store().values())
+        result = replay.loss_and_grads(*args, **kwargs)
+        if result is None:
+            loss = elbo.loss_and_grads(model, guide, *args, **kwargs)
+            grads = {n: p.unconstrained().grad for n, p in pyro.get_param_store().items()}
+        else:
+            loss, params = result
+            grads = {n: p.grad for n, p in params.items()}
+        grads = {n: None if g is None else g.clone() for n, g in grads.items()}
+        drop_grads(p.unconstrained() for p in pyro.get_param_store().values())
+        torch.set_rng_state(state)
+        expected = elbo.loss_and_grads(model, guide, *args, **kwargs)
+        equal = loss == expected and all(
+            (g is None) == (pyro.get_param_store()._params[n].grad is None)
+            and (g is None or torch.equal(g, pyro.get_param_store()._params[n].grad))
+            for n, g in grads.items()
+        )
+        with torch.no_grad():
+            for p in pyro.get_param_store()._params.values():
+                if p.grad is not None:
+                    p -= 0.01 * p.grad
+        outcomes.append((result is not None, equal))
+    return outcomes
+
+
+def one_site(body=lambda m, x: m):
+    pyro.clear_param_store()
+    model = OneSite(body)
+    return model, Trace_ELBO()
+
+
+def test_a_handler_made_anew_each_step_is_not_taken_for_the_last_one():
+    model, elbo = one_site()
+    replay = Replay(elbo, model.model, model.guide, model, pyro_steps=1)
+    x = torch.randn(8)
+
+    def arguments(i):
+        return (x,), {"size": 80}
+
+    outcomes = []
+    for i in range(6):  # a new poutine.scale each step, as a user's loop might make
+        with poutine.scale(scale=1.0 + i):
+            outcomes += steps_both_ways(replay, elbo, model.model, model.guide, 1, arguments)
+    assert all(equal for _, equal in outcomes)
+
+
+def test_python_state_that_the_graph_froze_is_caught_at_the_next_check(caplog):
+    state = {"shift": 0.0}
+    model, elbo = one_site(lambda m, x: m + state["shift"])
+    replay = Replay(elbo, model.model, model.guide, model, pyro_steps=1, check_every=2)
+    x = torch.randn(8)
+
+    def arguments(i):
+        state["shift"] = 0.1 * i  # a Python number that changes: frozen into the graph
+        return (x,), {"size": 80}
+
+    with caplog.at_level(logging.WARNING, logger="zoo.replay"):
+        outcomes = steps_both_ways(replay, elbo, model.model, model.guide, 8, arguments)
+    # step 1 in Pyro; step 2 makes the graph (equal then); step 3 replays it, wrong; step 4
+    # checks it, answers with Pyro's step and drops the graph
+    assert outcomes[:4] == [(False, True), (True, True), (True, False), (True, True)]
+    assert all(outcome == (False, True) for outcome in outcomes[4:])
+    assert "at its check after 2 replays" in replay.refusals()[0]
+    assert "at its check after 2 replays" in caplog.text
+
+
+class WithModules(OneSite):
+    """OneSite whose guide's loc goes through batch norm and dropout submodules."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda m, x: m)
+        self.norm = torch.nn.BatchNorm1d(1)
+        self.drop = torch.nn.Dropout(0.5)
+
+    @pyro_method
+    def guide(self, x, y=None, size=None):
+        shift = self.drop(self.norm(x.unsqueeze(-1))).mean()
+        pyro.sample("loc", dist.Normal(self.m + shift, F.softplus(self.s)))
+
+
+def test_buffers_and_submodule_modes_are_part_of_the_step():
+    pyro.clear_param_store()
+    model, elbo = WithModules(), Trace_ELBO()
+    replay = Replay(elbo, model.model, model.guide, model, pyro_steps=1, check_every=3)
+    x = torch.randn(8)
+
+    def arguments(i):
+        if i == 4:
+            model.drop.eval()  # a submodule's mode: another graph
+        return (x,), {"size": 80}
+
+    outcomes = steps_both_ways(replay, elbo, model.model, model.guide, 8, arguments)
+    assert all(equal for _, equal in outcomes)
+    assert replay.refusals() == [] and replay.graphs_made == 2
+
+
+def test_a_batch_norm_running_mean_moves_once_per_step():
+    def run(replayed):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(0)
+        model, elbo = WithModules(), Trace_ELBO()
+        replay = Replay(elbo, model.model, model.guide, model, pyro_steps=1)
+        x = torch.randn(8)
+        for _ in range(4):
+            if not replayed or replay.loss_and_grads(x, size=80) is None:
+                elbo.loss_and_grads(model.model, model.guide, x, size=80)
+            drop_grads(p.unconstrained() for p in pyro.get_param_store().values())
+        return model.norm.running_mean.clone(), int(model.norm.num_batches_tracked)
+
+    (mean, batches), (expected_mean, expected_batches) = run(True), run(False)
+    assert batches == expected_batches == 4
+    assert torch.equal(mean, expected_mean)
+
+
+def test_a_batch_with_other_strides_makes_another_graph():
+    model, elbo = one_site(lambda m, x: m + x.reshape(-1)[:1].sum() * 0.0)
+    replay = Replay(elbo, model.model, model.guide, model, pyro_steps=1)
+    square = torch.randn(4, 4)
+
+    def arguments(i):
+        return ((square if i < 3 else square.t()),), {"size": 40}
+
+    outcomes = steps_both_ways(replay, elbo, model.model, model.guide, 6, arguments)
+    assert all(equal for _, equal in outcomes)
+    assert replay.graphs_made == 2 and replay.refusals() == []
+
+
+def test_an_argument_that_holds_tensors_is_not_keyed():
+    model, elbo = one_site()
+    replay = Replay(elbo, model.model, model.guide, model, pyro_steps=1)
+    for _ in range(3):
+        assert replay.loss_and_grads(torch.randn(8), size=80, y=(torch.randn(2),)) is None
+    assert replay._pyro_steps_of == {} and replay.graphs_made == 0
+
+
+def test_a_parameter_made_trainable_makes_the_graph_again():
+    model, elbo = one_site()
+    replay = Replay(elbo, model.model, model.guide, model, pyro_steps=1)
+    x = torch.randn(8)
+    model.s_unconstrained.requires_grad_(False)  # frozen at first
+
+    def arguments(i):
+        if i == 3:
+            model.s_unconstrained.requires_grad_(True)
+        return (x,), {"size": 80}
+
+    outcomes = steps_both_ways(replay, elbo, model.model, model.guide, 6, arguments)
+    assert all(equal for _, equal in outcomes)
+    assert replay.graphs_made == 2
+
+
+def test_the_trainer_replays_only_models_that_declare_it(digits):
+    class Undeclared(VAE):
+        replayable = False
+
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    model = Undeclared(digits.num_features, latent_dim=3, hidden_dims=[16])
+    trainer = Trainer(
+        model,
+        digits,
+        Adam({"lr": 1e-2}),
+        TrainSettings(epochs=1, batch_size=32, progress=False),
+    )
+    trainer.fit()
+    assert trainer.replay_summary["replayed_steps"] == 0
+    assert "does not declare its step replayable" in trainer.replay_summary["not_replayed"][0]

@@ -21,27 +21,43 @@ Why this route and not another (measured on this CPU, Pyro 1.9.2, torch 2.13):
   constant of its graph. Here each :class:`~zoo.handlers.KLAnnealingMessenger` on Pyro's stack
   gives its beta to the graph as an input, so a KL schedule is followed.
 
-What a trace cannot see, and how each case is guarded:
+The contract: the step must be a function of its tensor arguments, its parameters and beta.
+A value the program reads from anywhere else (a Python number that changes, a tensor
+attribute reassigned, ``.item()`` of a parameter, a draw from Python's ``random``) is frozen
+into the graph at the value it had when the graph was made. The zoo's trainer therefore
+replays only models that declare the contract (:attr:`zoo.models.base.ZooModel.replayable`:
+the three zoo models do, and tests/test_replay.py trains each both ways, bit for bit). What
+is checked, for any program:
 
-- A Python decision on a tensor's value (``.item()``, ``if x.sum() > 0``) makes ``make_fx``
-  refuse to trace; that step shape then stays with Pyro.
-- Anything else the graph could get wrong (a ``no_grad`` region, a tensor the program swaps
-  between steps) is caught when the graph is made: from the same random state, the graph's
-  loss and every gradient must equal those of Pyro's own step, to the last bit. If one does
-  not, that step shape stays with Pyro and a warning says which value differed. (Each
-  particle is backpropagated on its own, in order, as Pyro does, so that gradients add up
-  in Pyro's order.)
+- A Python decision on a value computed from the arguments (``if x.sum() > 0``) makes
+  ``make_fx`` refuse to trace; that step shape then stays with Pyro.
+- When a graph is made, and again at every 500th replay of it (``CHECK_EVERY``), Pyro's own
+  step and the replay run from the same random state (torch's, Python's, NumPy's) and module
+  buffers, and the loss, every gradient and every buffer must agree to the last bit. A graph
+  that does not is dropped, with a warning that says what differed, and that step shape stays
+  with Pyro; a broken contract thus costs at most the steps between two checks. (Each
+  particle is backpropagated on its own, in order, as Pyro does, so gradients add up in
+  Pyro's order; the check leaves buffers, such as batch-norm statistics, as one step would.)
 - A key's first steps (100 by default) run in Pyro and the next makes the graph: a first
   call may set things up (a guide's prototype trace) and draw random numbers that later
   calls do not, and a short run would not earn back the cost of making a graph.
-- A graph serves one key: the shapes, dtypes and devices of the tensor arguments, the values
-  of the others, the handlers on Pyro's stack and the module's train or eval mode. Another
-  key makes another graph.
+- A graph serves one key: the shapes, strides, dtypes and devices of the tensor arguments,
+  the values of the others (an argument that holds tensors in a container is not keyed, and
+  its step stays with Pyro), the handlers on Pyro's stack (the objects, not their ids) and
+  the train or eval mode of the module and each of its submodules. Another key makes another
+  graph; at most 16 keys are followed at once (``MAX_KEYS``).
 - A graph holds the parameter tensors it saw. When Pyro's param store holds another tensor
-  under one of their names (a state loaded, the store cleared), the graph is made again.
+  or constraint under one of their names, another set of names, or a parameter that became
+  trainable or frozen, the graph is made again.
+- A replay that raises (a shape the trace fixed that a step lacks) drops its graph, and
+  Pyro takes the step.
 
 The reported loss is Pyro's too: the graph adds the per-site values in float64, as Pyro adds
-them in Python floats. Making a graph costs one Pyro step, one trace and one replay, and
+them in Python floats. One known gap: beta enters the graph as a float64 0-d tensor, and a
+0-d float32 log density times it is computed in float64 where Pyro's Python-float product
+stays in float32, so with beta other than 1 a loss can differ in its last bit (the gradients
+agree); a graph made at such a beta is refused by its first comparison, one made at beta = 1
+by its next check. Making a graph costs one Pyro step, one trace and one replay, and
 leaves the random state where one Pyro step would; since every replayed step equals Pyro's,
 a run resumed mid-way (which makes its graph at another step) matches one never stopped.
 
@@ -54,12 +70,14 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import pyro
 import pyro.infer.util
 import torch
@@ -77,6 +95,11 @@ log = logging.getLogger(__name__)
 # replay (0.08 to 0.5 s here) and saves 0.5 to 2.5 ms a step, so a run of a few dozen steps
 # (a GMM that converges in 20) is faster without; a longer run loses under 0.3 s by waiting
 PYRO_STEPS = 100
+# replays of a graph between two checks against Pyro's own step (a check costs one Pyro step)
+CHECK_EVERY = 500
+# step shapes followed at once; steps of further shapes (an argument that changes every
+# step) run in Pyro without being counted, so that the bookkeeping stays bounded
+MAX_KEYS = 16
 
 
 def replay_refusal(elbo: pyro.infer.ELBO) -> str | None:
@@ -90,19 +113,44 @@ def replay_refusal(elbo: pyro.infer.ELBO) -> str | None:
 
 @dataclass
 class _Graph:
-    """One key's recorded step: the graph, the parameters it reads (by name, sorted) and the
-    annealing handlers whose beta it takes as inputs, in order."""
+    """One key's recorded step: the graph, the parameters it reads (by name, sorted), the
+    annealing handlers whose beta it takes as inputs, in order, and what the param store
+    held when it was made."""
 
     module: torch.fx.GraphModule
     params: dict[str, torch.Tensor]
     annealers: list[KLAnnealingMessenger]
+    store_size: int = 0
+    constraints: dict = field(default_factory=dict)
+    requires_grad: dict = field(default_factory=dict)
+    replays: int = 0
+
+    @classmethod
+    def of(cls, module, params, annealers) -> _Graph:
+        store = pyro.get_param_store()
+        return cls(
+            module,
+            params,
+            annealers,
+            store_size=len(store._params),
+            constraints={name: store._constraints.get(name) for name in params},
+            requires_grad={name: p.requires_grad for name, p in params.items()},
+        )
 
     def is_current(self) -> bool:
-        """Whether Pyro's param store still holds the tensors the graph reads. (``_params`` is
-        the store's name-to-unconstrained-tensor dict, private but unchanged since Pyro 1.0;
-        the public accessors would apply each constraint's transform per step.)"""
-        held = pyro.get_param_store()._params
-        return all(held.get(name) is tensor for name, tensor in self.params.items())
+        """Whether Pyro's param store holds what it held when the graph was made: the same
+        names, the same tensor and constraint under each, each as trainable as it was (a
+        module unfrozen or a parameter created since would not be in the graph). (``_params``
+        and ``_constraints`` are the store's dicts, private but unchanged since Pyro 1.0; the
+        public accessors would apply each constraint's transform per step.)"""
+        store = pyro.get_param_store()
+        held, constraints = store._params, store._constraints
+        return len(held) == self.store_size and all(
+            held.get(name) is p
+            and constraints.get(name) is self.constraints[name]
+            and p.requires_grad == self.requires_grad[name]
+            for name, p in self.params.items()
+        )
 
 
 @dataclass
@@ -115,13 +163,24 @@ class _Refusal:
 class Replay:
     """The steps of ``elbo`` on ``model`` and ``guide``, each recorded once and replayed.
 
+    The program must be a function of its tensor arguments, its parameters and beta: a value
+    it reads from elsewhere (a Python number that changes, a tensor attribute reassigned, a
+    draw from Python's ``random``) is frozen into the graph at the value it had when the
+    graph was made. Every ``check_every``-th replay of a graph is therefore checked against
+    Pyro's own step again, and a graph that no longer agrees is dropped with a warning; the
+    zoo's trainer replays only models that declare themselves such functions
+    (:attr:`zoo.models.base.ZooModel.replayable`).
+
     :param elbo: a ``Trace_ELBO`` or a subclass (``TraceMeanField_ELBO``, the free-bits ELBOs).
     :param model: the Pyro model.
     :param guide: its guide.
-    :param module: the ``torch.nn.Module`` whose train/eval mode is part of the key (the zoo
-        model); None: the mode is not looked at.
+    :param module: the ``torch.nn.Module`` whose train/eval modes (its own and its
+        submodules') are part of the key and whose buffers (batch-norm statistics) the checks
+        compare and restore; None: neither is looked at.
     :param pyro_steps: steps of a key that run in Pyro before the next one makes its graph
         (at least 1: see the module's notes); None: ``PYRO_STEPS``.
+    :param check_every: replays of a graph between two checks against Pyro; None:
+        ``CHECK_EVERY``.
 
     :meth:`loss_and_grads` is ``elbo.loss_and_grads(model, guide, ...)`` that also returns the
     parameters by name, or None where the step must run in Pyro (nothing has been done then).
@@ -134,12 +193,16 @@ class Replay:
         guide,
         module: torch.nn.Module | None = None,
         pyro_steps: int | None = None,
+        check_every: int | None = None,
     ) -> None:
         pyro_steps = PYRO_STEPS if pyro_steps is None else pyro_steps
-        if pyro_steps < 1:
-            raise ValueError(f"pyro_steps must be at least 1, got {pyro_steps}")
+        check_every = CHECK_EVERY if check_every is None else check_every
+        if pyro_steps < 1 or check_every < 1:
+            raise ValueError(
+                f"pyro_steps and check_every must be at least 1, got {pyro_steps}, {check_every}"
+            )
         self.elbo, self.model, self.guide, self.module = elbo, model, guide, module
-        self.pyro_steps = pyro_steps
+        self.pyro_steps, self.check_every = pyro_steps, check_every
         self.refusal = replay_refusal(elbo)
         self._graphs: dict[tuple, _Graph | _Refusal] = {}
         self._pyro_steps_of: dict[tuple, int] = {}  # keys without a graph yet
@@ -160,84 +223,126 @@ class Replay:
         if isinstance(graph, _Refusal):
             return None
         if graph is not None and graph.is_current():
-            self.replayed_steps += 1
-            return _run(graph, _tensors(args, kwargs))
-        if graph is None and self._pyro_steps_of.get(key, 0) < self.pyro_steps:
-            self._pyro_steps_of[key] = self._pyro_steps_of.get(key, 0) + 1
-            return None
-        graph, result = self._make_graph(args, kwargs)
-        self.graphs_made += graph is not None
-        if graph is not None:
-            self._graphs[key] = graph
-        if isinstance(graph, _Graph):
-            self.replayed_steps += 1
-        return result
+            graph.replays += 1
+            if graph.replays % self.check_every == 0:
+                return self._settle(key, self._against_pyro(args, kwargs, graph))
+            return self._replay(key, graph, args, kwargs)
+        if graph is None:
+            seen = self._pyro_steps_of.get(key, 0)
+            if seen < self.pyro_steps:
+                if key in self._pyro_steps_of or len(self._pyro_steps_of) < MAX_KEYS:
+                    self._pyro_steps_of[key] = seen + 1
+                return None
+        self.graphs_made += 1
+        return self._settle(key, self._against_pyro(args, kwargs, None))
 
     def refusals(self) -> list[str]:
         """The reasons, one per key, why steps of those keys stay with Pyro."""
         reasons = [g.reason for g in self._graphs.values() if isinstance(g, _Refusal)]
         return ([self.refusal] if self.refusal else []) + reasons
 
+    def _settle(self, key, outcome):
+        graph, result = outcome
+        if graph is not None:
+            self._graphs[key] = graph
+            self._pyro_steps_of.pop(key, None)
+        if isinstance(graph, _Graph):
+            self.replayed_steps += 1
+        return result
+
+    def _replay(self, key, graph: _Graph, args, kwargs):
+        try:
+            result = _run(graph, _tensors(args, kwargs))
+        except RuntimeError as error:  # e.g. a shape the trace fixed that this step lacks
+            for p in graph.params.values():
+                p.grad = None
+            reason = f"a replay failed ({_first_line(error)})"
+            log.warning("replay: %s; Pyro's ELBO runs this step and every later one", reason)
+            self._graphs[key] = _Refusal(reason)
+            return None
+        self.replayed_steps += 1
+        return result
+
     def _key(self, args: tuple, kwargs: dict) -> tuple | None:
         """What a graph is valid for; None for an argument that cannot be part of a key (not a
-        tensor and not hashable: a list could change between two steps unseen)."""
+        tensor and not hashable, or a container: a list could change between two steps
+        unseen, and tensors in a tuple would be keyed, and kept alive, by identity)."""
         parts = []
         for value in _flat(args, kwargs):
             if isinstance(value, torch.Tensor):
-                parts.append((value.shape, value.dtype, value.device, value.requires_grad))
+                parts.append(
+                    (value.shape, value.stride(), value.dtype, value.device, value.requires_grad)
+                )
+            elif isinstance(value, (tuple, list, dict, set, frozenset)):
+                return None
             else:
                 try:
                     hash(value)
                 except TypeError:
                     return None
                 parts.append((type(value), value))
-        mode = self.module.training if self.module is not None else None
-        return (len(args), tuple(sorted(kwargs)), tuple(parts), tuple(map(id, _PYRO_STACK)), mode)
+        modes = (
+            tuple(m.training for m in self.module.modules()) if self.module is not None else None
+        )
+        # the handlers themselves, not their ids: a freed handler's id can come back
+        return (len(args), tuple(sorted(kwargs)), tuple(parts), tuple(_PYRO_STACK), modes)
 
-    def _make_graph(self, args: tuple, kwargs: dict):
-        """Pyro's step, then the trace and the replay from the same random state, compared.
-        Returns the key's graph (a refusal, or None to try again at a later step) and this
-        step's result: the replay's when the graph is kept, Pyro's otherwise."""
+    def _against_pyro(self, args: tuple, kwargs: dict, graph: _Graph | None):
+        """Pyro's step, then (without ``graph``) the trace, then the replay, each from the same
+        random state and module buffers, compared. Returns the key's graph (a refusal, or
+        None to try again at a later step) and this step's result: the replay's when the
+        graph is kept, Pyro's otherwise."""
         tensors = _tensors(args, kwargs)
         with _gradients_set_aside():
-            start_state = _RandomState.save(tensors)
+            start = _State.save(tensors, self.module)
             reference_loss, params = self._pyro_step(args, kwargs)
             reference = {name: p.grad for name, p in params.items()}
             pyro_result = (reference_loss, params)
             if not math.isfinite(reference_loss):
-                return None, pyro_result  # nothing to compare with
-            end_state = _RandomState.save(tensors)
+                return graph, pyro_result  # nothing to compare with
+            after_pyro = _State.save(tensors, self.module)
 
             def keep_pyro(reason: str, level: int) -> tuple[_Refusal, tuple]:
                 log.log(level, "replay: %s; Pyro's ELBO runs at every step", reason)
                 for name, p in params.items():
                     p.grad = reference[name]
-                end_state.restore()
+                after_pyro.restore()
                 return _Refusal(reason), pyro_result
 
             drop_grads(params.values())
-            annealers = [h for h in _PYRO_STACK if isinstance(h, KLAnnealingMessenger)]
             started = time.perf_counter()
-            start_state.restore()
+            if graph is None:
+                annealers = [h for h in _PYRO_STACK if isinstance(h, KLAnnealingMessenger)]
+                start.restore()
+                try:
+                    module = self._trace(args, kwargs, annealers)
+                except Exception as error:  # Pyro's own step ran: what failed is the tracing
+                    what = f"{type(error).__name__}: {_first_line(error)}"
+                    return keep_pyro(f"the step could not be traced ({what})", logging.INFO)
+                graph = _Graph.of(module, params, annealers)
+            start.restore()
             try:
-                module = self._trace(args, kwargs, annealers)
-            except Exception as error:  # Pyro's own step ran: what failed is the tracing
-                what = f"{type(error).__name__}: {_first_line(error)}"
-                return keep_pyro(f"the step could not be traced ({what})", logging.INFO)
-            graph = _Graph(module, params, annealers)
-            start_state.restore()
-            loss, _ = _run(graph, tensors)
+                loss, _ = _run(graph, tensors)
+            except RuntimeError as error:
+                return keep_pyro(f"a replay failed ({_first_line(error)})", logging.WARNING)
             difference = _difference(reference_loss, loss, reference, params)
+            difference = difference or after_pyro.buffers_differ(self.module)
             if difference is not None:
-                return keep_pyro(
-                    f"the replayed step differs from Pyro's: {difference}", logging.WARNING
+                when = (
+                    "when its graph was made"
+                    if not graph.replays
+                    else (f"at its check after {graph.replays} replays")
                 )
-            log.info(
-                "replay: recorded the step as a graph of %d operations in %.2f s; it replays "
-                "from here (trainer.replay=false runs Pyro's ELBO at every step)",
-                sum(node.op == "call_function" for node in module.graph.nodes),
-                time.perf_counter() - started,
-            )
+                return keep_pyro(
+                    f"the replayed step differs from Pyro's {when}: {difference}", logging.WARNING
+                )
+            if not graph.replays:
+                log.info(
+                    "replay: recorded the step as a graph of %d operations in %.2f s; it "
+                    "replays from here (trainer.replay=false runs Pyro's ELBO at every step)",
+                    sum(node.op == "call_function" for node in graph.module.graph.nodes),
+                    time.perf_counter() - started,
+                )
             return graph, (loss, params)
 
     def _pyro_step(self, args: tuple, kwargs: dict) -> tuple[float, dict[str, torch.Tensor]]:
@@ -388,18 +493,40 @@ def _first_line(error: BaseException) -> str:
     return text[0][:200] if text else ""
 
 
-class _RandomState:
-    """The torch random state (CPU, and each CUDA device among the step's tensors)."""
+class _State:
+    """What a step may change besides the gradients: the random streams (torch's on the CPU
+    and on each CUDA device among the step's tensors, Python's, NumPy's) and the module's
+    buffers (batch-norm statistics)."""
 
-    def __init__(self, cpu: torch.Tensor, cuda: dict[int, torch.Tensor]) -> None:
-        self.cpu, self.cuda = cpu, cuda
+    def __init__(self, cpu, cuda, python, numpy_state, buffers) -> None:
+        self.cpu, self.cuda, self.python, self.numpy_state = cpu, cuda, python, numpy_state
+        self.buffers = buffers
 
     @classmethod
-    def save(cls, tensors: list[torch.Tensor]) -> _RandomState:
+    def save(cls, tensors: list[torch.Tensor], module: torch.nn.Module | None) -> _State:
         devices = {t.device.index or 0 for t in tensors if t.device.type == "cuda"}
-        return cls(torch.get_rng_state(), {d: torch.cuda.get_rng_state(d) for d in devices})
+        buffers = [(b, b.clone()) for b in module.buffers()] if module is not None else []
+        return cls(
+            torch.get_rng_state(),
+            {d: torch.cuda.get_rng_state(d) for d in devices},
+            random.getstate(),
+            np.random.get_state(),
+            buffers,
+        )
 
     def restore(self) -> None:
         torch.set_rng_state(self.cpu)
         for device, state in self.cuda.items():
             torch.cuda.set_rng_state(state, device)
+        random.setstate(self.python)
+        np.random.set_state(self.numpy_state)
+        with torch.no_grad():
+            for buffer, saved in self.buffers:
+                buffer.copy_(saved)
+
+    def buffers_differ(self, module: torch.nn.Module | None) -> str | None:
+        """How the module's buffers now differ from these saved ones, or None."""
+        for buffer, saved in self.buffers:
+            if not torch.equal(buffer, saved):
+                return "a buffer of the module (a running statistic) after the step"
+        return None

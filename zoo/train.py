@@ -302,6 +302,11 @@ class Trainer:
         )
         module = model if isinstance(model, torch.nn.Module) else None
         replay = Replay(elbo, model.model, model.guide, module) if settings.replay else None
+        if replay is not None and not getattr(model, "replayable", False):
+            replay.refusal = (
+                f"{type(model).__name__} does not declare its step replayable "
+                "(zoo.models.base.ZooModel.replayable)"
+            )
         self.svi = GuardedSVI(
             model.model, model.guide, optim, elbo, collectives, lambda: self._stop_signal, replay
         )

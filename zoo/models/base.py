@@ -74,6 +74,12 @@ class ZooModel(PyroModule):
     free_bits: Mapping[str, float] = MappingProxyType({})
     #: the model's settings, which :mod:`zoo.config` checks before anything is built
     Settings: ClassVar[type[ModelSettings]] = ModelSettings
+    #: whether a training step of ``model`` and ``guide`` is a function of its tensor
+    #: arguments, its parameters and beta alone (no Python state that changes between steps,
+    #: no draws from Python's ``random``), so that the trainer may record it once and replay it
+    #: (:mod:`zoo.replay`, ``trainer.replay``); the zoo's models declare it, a subclass that
+    #: keeps the promise may too
+    replayable: ClassVar[bool] = False
 
     def __init__(self) -> None:
         super().__init__(name=unique_name(type(self).__name__))

@@ -412,6 +412,7 @@ class BNN(ZooModel):
     """
 
     Settings = BNNSettings
+    replayable = True  # tests/test_replay.py trains it both ways, bit for bit
 
     def __init__(
         self,

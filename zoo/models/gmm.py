@@ -313,6 +313,7 @@ class GMM(ZooModel):
     """
 
     Settings = GMMSettings
+    replayable = True  # tests/test_replay.py trains it both ways, bit for bit
 
     def __init__(
         self,

@@ -125,6 +125,7 @@ class VAE(ZooModel):
     """
 
     Settings = VAESettings
+    replayable = True  # tests/test_replay.py trains it both ways, bit for bit
 
     def __init__(
         self,
