@@ -53,11 +53,16 @@ is checked, for any program:
   Pyro takes the step.
 
 The reported loss is Pyro's too: the graph adds the per-site values in float64, as Pyro adds
-them in Python floats. One known gap: beta enters the graph as a float64 0-d tensor, and a
-0-d float32 log density times it is computed in float64 where Pyro's Python-float product
-stays in float32, so with beta other than 1 a loss can differ in its last bit (the gradients
-agree); a graph made at such a beta is refused by its first comparison, one made at beta = 1
-by its next check. Making a graph costs one Pyro step, one trace and one replay, and
+them in Python floats. One known gap, where the
+checks make the replay decline rather than err: beta enters the graph as a float64 0-d
+tensor, and a 0-d float32 term (the log density or closed-form KL of a site with
+``to_event`` and no plate, such as a BNN weight) times it is computed in float64, where
+Pyro's Python-float product stays in float32. The loss then differs from Pyro's in its last
+bits (the gradients agree), and the first comparison refuses the graph: the BNN under
+``TraceMeanField_ELBO`` or a tempered beta runs in Pyro, and its summary says why. A Python
+float cannot be an input of a ``make_fx`` graph; casting the scale where it meets such a
+term was tried and still left the BNN's loss a bit apart.
+Making a graph costs one Pyro step, one trace and one replay, and
 leaves the random state where one Pyro step would; since every replayed step equals Pyro's,
 a run resumed mid-way (which makes its graph at another step) matches one never stopped.
 
@@ -100,6 +105,7 @@ CHECK_EVERY = 500
 # step shapes followed at once; steps of further shapes (an argument that changes every
 # step) run in Pyro without being counted, so that the bookkeeping stays bounded
 MAX_KEYS = 16
+LOSS_ONLY = "only the loss, every gradient equal"
 
 
 def replay_refusal(elbo: pyro.infer.ELBO) -> str | None:
@@ -328,13 +334,16 @@ class Replay:
             difference = _difference(reference_loss, loss, reference, params)
             difference = difference or after_pyro.buffers_differ(self.module)
             if difference is not None:
+                # a loss apart in its last bits with every gradient equal is the known gap
+                # (see the module's notes), not a sign of a broken contract
+                level = logging.INFO if difference.startswith(LOSS_ONLY) else logging.WARNING
                 when = (
                     "when its graph was made"
                     if not graph.replays
                     else (f"at its check after {graph.replays} replays")
                 )
                 return keep_pyro(
-                    f"the replayed step differs from Pyro's {when}: {difference}", logging.WARNING
+                    f"the replayed step differs from Pyro's {when}: {difference}", level
                 )
             if not graph.replays:
                 log.info(
@@ -451,9 +460,8 @@ def _items_as_tensors(elbo) -> Iterator[None]:
 
 
 def _difference(reference_loss: float, loss: float, reference: dict, params: dict) -> str | None:
-    """How the replay's loss or gradients differ from Pyro's, to the last bit, or None."""
-    if loss != reference_loss:
-        return f"loss {loss!r} against Pyro's {reference_loss!r}"
+    """How the replay's loss or gradients differ from Pyro's, to the last bit, or None; the
+    gradients are compared first, so that a loss alone apart says so."""
     for name, p in params.items():
         expected, got = reference[name], p.grad
         if (expected is None) != (got is None):
@@ -461,6 +469,8 @@ def _difference(reference_loss: float, loss: float, reference: dict, params: dic
         if expected is not None and not torch.equal(got, expected):
             largest = float((got - expected).abs().max())
             return f"the gradient of {name}, by up to {largest:.3g}"
+    if loss != reference_loss:
+        return f"{LOSS_ONLY}: {loss!r} against Pyro's {reference_loss!r}"
     return None
 
 
