@@ -22,6 +22,7 @@ import pyro
 import torch
 from pydantic import Field
 from pyro.optim import PyroOptim
+from pyro.optim.clipped_adam import ClippedAdam
 
 from zoo.schema import Settings, setting
 
@@ -316,7 +317,8 @@ class ClippedAdamSettings(OptimSettings):
 
     def build(self) -> PyroOptim:
         """The optimizer: ``pyro.optim.ClippedAdam`` with these arguments."""
-        return pyro.optim.ClippedAdam(self.optim_args.model_dump(), _clip(self.clip_args))
+        # pyro.optim.ClippedAdam, the wrapper, takes no clip_args: wrap its torch optimizer
+        return PyroOptim(ClippedAdam, self.optim_args.model_dump(), _clip(self.clip_args))
 
 
 def _clip(clip_args: ClipArguments | None) -> dict[str, Any] | None:
