@@ -92,3 +92,9 @@ def test_a_learned_scale_needs_the_gaussian_prior():
         BNNSettings(prior="scale_mixture", prior_scale="learned")
     with pytest.raises(ValueError, match="prior_scale=learned needs prior=gaussian"):
         BNN(6, 3, hidden_dims=[4], prior="scale_mixture", prior_scale="learned")
+
+
+@pytest.mark.parametrize("guide", ["map", "ensemble"])
+def test_a_learned_scale_needs_a_distribution_over_the_weights(guide):
+    with pytest.raises(ValueError, match=f"it needs guide=bbb, not {guide}"):
+        BNNSettings(prior_scale="learned", guide=guide)

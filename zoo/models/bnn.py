@@ -112,7 +112,8 @@ class BNNSettings(ModelSettings):
     prior_scale: Literal["fixed", "fan_in", "learned"] = setting(
         "fixed",
         "fixed (sigma = prior_sigma), fan_in (sigma = prior_sigma * sqrt(2 / fan-in)) or "
-        "learned (one sigma per layer trained with the guide, empirical Bayes; started as fan_in)",
+        "learned (one sigma per layer trained with the guide, empirical Bayes; started as fan_in; "
+        "guide=bbb and prior=gaussian only)",
     )
     mixture_pi: float = setting(0.5, "a number in [0, 1]", ge=0.0, le=1.0)
     neg_log_sigma1: float = setting(0.0, NEG_LOG_SIGMA, ge=-20.0, le=20.0)
@@ -163,6 +164,13 @@ class BNNSettings(ModelSettings):
         if self.ensemble_size is not None and self.guide != "ensemble":
             raise SettingError(
                 "ensemble_size", self.ensemble_size, f"it needs guide=ensemble, not {self.guide}"
+            )
+        if self.prior_scale == "learned" and self.guide != "bbb":
+            raise SettingError(
+                "prior_scale", "learned",
+                f"it needs guide=bbb, not {self.guide}: with point estimates of the weights, "
+                "the likelihood of the prior scale grows without bound as the weights and the "
+                "scale shrink together",
             )
         if self.prior_scale == "learned" and self.prior != "gaussian":
             raise SettingError(
