@@ -187,6 +187,8 @@ class Replay:
         (at least 1: see the module's notes); None: ``PYRO_STEPS``.
     :param check_every: replays of a graph between two checks against Pyro; None:
         ``CHECK_EVERY``.
+    :param refusal: a reason of the caller's never to replay (the trainer's, for a model that
+        does not declare itself replayable); None: replay where the ELBO allows it.
 
     :meth:`loss_and_grads` is ``elbo.loss_and_grads(model, guide, ...)`` that also returns the
     parameters by name, or None where the step must run in Pyro (nothing has been done then).
@@ -200,6 +202,7 @@ class Replay:
         module: torch.nn.Module | None = None,
         pyro_steps: int | None = None,
         check_every: int | None = None,
+        refusal: str | None = None,
     ) -> None:
         pyro_steps = PYRO_STEPS if pyro_steps is None else pyro_steps
         check_every = CHECK_EVERY if check_every is None else check_every
@@ -209,7 +212,7 @@ class Replay:
             )
         self.elbo, self.model, self.guide, self.module = elbo, model, guide, module
         self.pyro_steps, self.check_every = pyro_steps, check_every
-        self.refusal = replay_refusal(elbo)
+        self.refusal = replay_refusal(elbo) or refusal
         self._graphs: dict[tuple, _Graph | _Refusal] = {}
         self._pyro_steps_of: dict[tuple, int] = {}  # keys without a graph yet
         #: steps answered by a replayed graph (the step that makes a graph included)
@@ -301,7 +304,9 @@ class Replay:
         tensors = _tensors(args, kwargs)
         with _gradients_set_aside():
             start = _State.save(tensors, self.module)
-            reference_loss, params = self._pyro_step(args, kwargs)
+            reference_loss, params = pyro_loss_and_grads(
+                self.elbo.loss_and_grads, self.model, self.guide, args, kwargs
+            )
             reference = {name: p.grad for name, p in params.items()}
             pyro_result = (reference_loss, params)
             if not math.isfinite(reference_loss):
@@ -354,15 +359,6 @@ class Replay:
                 )
             return graph, (loss, params)
 
-    def _pyro_step(self, args: tuple, kwargs: dict) -> tuple[float, dict[str, torch.Tensor]]:
-        """``loss_and_grads`` in Pyro, and the parameters it read by name, sorted."""
-        with poutine.trace(param_only=True) as captured:
-            loss = pyro.infer.util.torch_item(
-                self.elbo.loss_and_grads(self.model, self.guide, *args, **kwargs)
-            )
-        nodes = captured.trace.nodes
-        return loss, {name: nodes[name]["value"].unconstrained() for name in sorted(nodes)}
-
     def _trace(self, args, kwargs, annealers) -> torch.fx.GraphModule:
         tensors = _tensors(args, kwargs)
 
@@ -381,6 +377,16 @@ class Replay:
         module.graph.eliminate_dead_code()
         module.recompile()
         return module
+
+
+def pyro_loss_and_grads(loss_and_grads, model, guide, args: tuple, kwargs: dict):
+    """Pyro's own step, ``loss_and_grads(model, guide, *args, **kwargs)`` (an ELBO's, or
+    SVI's wrapper of a plain loss): its loss, and the parameters it read by name (sorted),
+    their gradients accumulated."""
+    with poutine.trace(param_only=True) as captured:
+        loss = pyro.infer.util.torch_item(loss_and_grads(model, guide, *args, **kwargs))
+    nodes = captured.trace.nodes
+    return loss, {name: nodes[name]["value"].unconstrained() for name in sorted(nodes)}
 
 
 def _objective(elbo, model, guide, args, kwargs) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:

@@ -29,7 +29,6 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.infer import SVI, JitTrace_ELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
-from pyro.infer.util import torch_item
 from pyro.optim import PyroOptim
 
 from zoo.checkpoint import (
@@ -46,7 +45,7 @@ from zoo.files import strict_json, write_text_atomic
 from zoo.free_bits import WITH_FREE_BITS
 from zoo.handlers import KLAnnealingMessenger
 from zoo.progress import progress_bar
-from zoo.replay import Replay, drop_grads
+from zoo.replay import Replay, drop_grads, pyro_loss_and_grads
 from zoo.schedules import Schedule
 from zoo.schema import Settings, setting
 from zoo.stopping import Stopper, StopSettings
@@ -190,12 +189,9 @@ class GuardedSVI(SVI):
         if replayed is not None:
             loss, by_name = replayed
         else:
-            with poutine.trace(param_only=True) as param_capture:
-                loss = torch_item(self.loss_and_grads(self.model, self.guide, *args, **kwargs))
-            by_name = {
-                name: site["value"].unconstrained()
-                for name, site in param_capture.trace.nodes.items()
-            }
+            loss, by_name = pyro_loss_and_grads(
+                self.loss_and_grads, self.model, self.guide, args, kwargs
+            )
         params = list(by_name.values())
         if self.collectives is not None:
             loss = self._average_over_ranks(by_name, loss)
@@ -301,12 +297,15 @@ class Trainer:
             getattr(model, "free_bits", None),
         )
         module = model if isinstance(model, torch.nn.Module) else None
-        replay = Replay(elbo, model.model, model.guide, module) if settings.replay else None
-        if replay is not None and not getattr(model, "replayable", False):
-            replay.refusal = (
-                f"{type(model).__name__} does not declare its step replayable "
-                "(zoo.models.base.ZooModel.replayable)"
-            )
+        undeclared = None if getattr(model, "replayable", False) else (
+            f"{type(model).__name__} does not declare its step replayable "
+            "(zoo.models.base.ZooModel.replayable)"
+        )
+        replay = (
+            Replay(elbo, model.model, model.guide, module, refusal=undeclared)
+            if settings.replay
+            else None
+        )
         self.svi = GuardedSVI(
             model.model, model.guide, optim, elbo, collectives, lambda: self._stop_signal, replay
         )
