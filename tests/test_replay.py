@@ -348,9 +348,12 @@ def test_elbos_that_compile_or_enumerate_and_validation_are_not_replayed(digits)
     replay = Replay(make_elbo("trace"), model.model, model.guide, model, pyro_steps=1)
     x, size = binary(digits, 8), len(digits.train_x)
     with pyro.validation_enabled(True):
+        assert "validation" in replay.why_not()
         for _ in range(3):
             assert replay.loss_and_grads(x, size=size) is None
     assert replay.graphs_made == 0
+    assert replay.why_not() is None  # validation off again: steps may be replayed
+    assert len(replay.refusals()) == 1 and "trainer.validate=true" in replay.refusals()[0]
     with pytest.raises(ValueError, match="at least 1"):
         Replay(make_elbo("trace"), model.model, model.guide, pyro_steps=0)
 
@@ -372,6 +375,12 @@ def test_the_trainer_reports_what_was_replayed_and_why_not(digits, caplog):
     assert "TorchScript" in jit.replay_summary["not_replayed"][0]
     assert "steps are not replayed (zoo.replay): JitTrace_ELBO" in caplog.text
     assert train(digits, vae, {}, None, replay=False, epochs=1).replay_summary is None
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="zoo.train"):
+        validated = train(digits, vae, {"validation": True}, None, replay=True, epochs=1)
+    assert validated.replay_summary["replayed_steps"] == 0
+    (why,) = validated.replay_summary["not_replayed"]  # the summary says what the log says
+    assert "trainer.validate=true" in why and f"(zoo.replay): {why}" in caplog.text
 
 
 # ---- what a hostile review found (each a case that once replayed a wrong step) ---------------

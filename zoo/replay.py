@@ -213,6 +213,7 @@ class Replay:
         self.elbo, self.model, self.guide, self.module = elbo, model, guide, module
         self.pyro_steps, self.check_every = pyro_steps, check_every
         self.refusal = replay_refusal(elbo) or refusal
+        self._declined: list[str] = []  # why_not()'s reasons, as steps were declined for them
         self._graphs: dict[tuple, _Graph | _Refusal] = {}
         self._pyro_steps_of: dict[tuple, int] = {}  # keys without a graph yet
         #: steps answered by a replayed graph (the step that makes a graph included)
@@ -223,7 +224,10 @@ class Replay:
     def loss_and_grads(self, *args, **kwargs) -> tuple[float, dict[str, torch.Tensor]] | None:
         """The step's loss, with every parameter's gradient accumulated into its ``.grad``,
         and the parameters by name; None (and nothing done) where Pyro must take the step."""
-        if self.refusal is not None or pyro.infer.util.is_validation_enabled():
+        reason = self.why_not()
+        if reason is not None:
+            if reason not in self._declined:
+                self._declined.append(reason)
             return None
         key = self._key(args, kwargs)
         if key is None:
@@ -245,10 +249,20 @@ class Replay:
         self.graphs_made += 1
         return self._settle(key, self._against_pyro(args, kwargs, None))
 
+    def why_not(self) -> str | None:
+        """Why no step would be replayed now, whatever its key; None where steps may be."""
+        if self.refusal is not None:
+            return self.refusal
+        if pyro.infer.util.is_validation_enabled():
+            return "Pyro's validation is on (trainer.validate=true): Pyro checks every step"
+        return None
+
     def refusals(self) -> list[str]:
-        """The reasons, one per key, why steps of those keys stay with Pyro."""
+        """Why steps stayed with Pyro: the reasons that declined every step (the refusal, the
+        validation), then one per key whose graph was refused."""
         reasons = [g.reason for g in self._graphs.values() if isinstance(g, _Refusal)]
-        return ([self.refusal] if self.refusal else []) + reasons
+        declined = self._declined or ([self.refusal] if self.refusal else [])
+        return declined + reasons
 
     def _settle(self, key, outcome):
         graph, result = outcome

@@ -394,9 +394,7 @@ class Trainer:
         replay = self.svi.replay
         if replay is None:
             return
-        reason = replay.refusal
-        if reason is None and self.settings.validation:
-            reason = "trainer.validate=true: Pyro checks every step"
+        reason = replay.why_not()  # called under the run's validation setting
         if reason is not None:
             log.info("steps are not replayed (zoo.replay): %s", reason)
 
