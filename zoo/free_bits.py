@@ -96,12 +96,7 @@ class FreeBits:
         batch_dims = len(guide_site["fn"].batch_shape)
         batch = math.prod(kl.shape[:batch_dims])
         mean_kl = kl.reshape((batch,) + kl.shape[batch_dims:]).mean(0)
-        weight = scale * batch
-        if torch.is_tensor(weight):
-            # a 0-d scale (zoo.replay gives beta as a float64 tensor) rounded to the KL's
-            # dtype, as a Python float scale is when it meets the 0-d sum below
-            weight = weight.to(mean_kl.dtype)
-        return weight * F.relu(nats - mean_kl).sum()
+        return scale * batch * F.relu(nats - mean_kl).sum()
 
     def _kl_per_dimension(self, guide_site, model_site) -> torch.Tensor:
         q, p = _per_dimension(guide_site["fn"]), _per_dimension(model_site["fn"])

@@ -53,15 +53,16 @@ is checked, for any program:
   Pyro takes the step.
 
 The reported loss is Pyro's too: the graph adds the per-site values in float64, as Pyro adds
-them in Python floats. One known gap, where the
-checks make the replay decline rather than err: beta enters the graph as a float64 0-d
-tensor, and a 0-d float32 term (the log density or closed-form KL of a site with
-``to_event`` and no plate, such as a BNN weight) times it is computed in float64, where
-Pyro's Python-float product stays in float32. The loss then differs from Pyro's in its last
-bits (the gradients agree), and the first comparison refuses the graph: the BNN under
-``TraceMeanField_ELBO`` or a tempered beta runs in Pyro, and its summary says why. A Python
-float cannot be an input of a ``make_fx`` graph; casting the scale where it meets such a
-term was tried and still left the BNN's loss a bit apart.
+them in Python floats. Beta is a Python float in Pyro and a float64 0-d tensor in the graph;
+where it meets a tensor, torch rounds a Python float to the tensor's dtype, while a 0-d
+float64 tensor times a 0-d float32 term (the closed-form KL of a site with ``to_event`` and
+no plate, such as a BNN weight) would be computed in float64. The graph is therefore
+rewritten so that beta, and each number computed from beta alone, is cast to the other
+operand's dtype where it meets a tensor in elementwise arithmetic
+(:func:`_round_beta_as_a_python_float`); with that the BNN under ``TraceMeanField_ELBO`` and a
+tempered beta, and free bits, replay bit for bit (tests/test_replay.py). A use of beta that
+the rewrite does not cover leaves the loss apart in its last bits, and the first comparison
+then declines the graph with a message.
 Making a graph costs one Pyro step, one trace and one replay, and
 leaves the random state where one Pyro step would; since every replayed step equals Pyro's,
 a run resumed mid-way (which makes its graph at another step) matches one never stopped.
@@ -353,8 +354,9 @@ class Replay:
             difference = _difference(reference_loss, loss, reference, params)
             difference = difference or after_pyro.buffers_differ(self.module)
             if difference is not None:
-                # a loss apart in its last bits with every gradient equal is the known gap
-                # (see the module's notes), not a sign of a broken contract
+                # a loss apart in its last bits with every gradient equal is beta rounded
+                # where the rewrite does not reach (see the module's notes), not a sign of a
+                # broken contract
                 level = logging.INFO if difference.startswith(LOSS_ONLY) else logging.WARNING
                 when = (
                     "when its graph was made"
@@ -386,11 +388,65 @@ class Replay:
                 return _objective(self.elbo, self.model, self.guide, a, kw)
 
         module = make_fx(step)(*tensors, *_betas(annealers))
+        betas = [n for n in module.graph.nodes if n.op == "placeholder"][len(tensors) :]
+        _round_beta_as_a_python_float(module.graph, betas)
         # torch counts a random op as impure, so a draw whose value is unused stays in the
         # graph (it moves the random stream; tests/test_replay.py checks this)
         module.graph.eliminate_dead_code()
+        module.graph.lint()
         module.recompile()
         return module
+
+
+# elementwise arithmetic, in which torch rounds a Python float operand to the other
+# operand's dtype before it computes (tensor * 0.1 multiplies by float32(0.1))
+_PYTHON_FLOAT_ARITHMETIC = {
+    torch.ops.aten.mul.Tensor,
+    torch.ops.aten.add.Tensor,
+    torch.ops.aten.sub.Tensor,
+    torch.ops.aten.div.Tensor,
+}
+
+
+def _round_beta_as_a_python_float(graph: torch.fx.Graph, betas: list[torch.fx.Node]) -> None:
+    """Rewrites ``graph`` so that beta, and every number computed from beta alone (beta times
+    a plate's scale), meets the program's tensors as the Python float it is in Pyro.
+
+    In Pyro beta is a Python float: arithmetic on it is float64, and where it meets a tensor
+    torch rounds it to the tensor's dtype first, so a 0-d float32 term (a weight's closed-form
+    KL) times it stays float32. In the graph beta is a float64 0-d tensor, and a 0-d float32
+    tensor times it would be computed, and kept, in float64. So where a beta-derived value is
+    one operand of elementwise arithmetic and a tensor of a narrower float dtype the other,
+    the beta-derived one is cast to that dtype first. Any other use of beta is left as it is;
+    the checks against Pyro's own step decide whether the graph is kept.
+    """
+    derived = set(betas)
+    for node in list(graph.nodes):
+        if node.op != "call_function" or not node.all_input_nodes:
+            continue
+        inputs = node.all_input_nodes
+        if all(a in derived for a in inputs):
+            derived.add(node)  # arithmetic on beta and constants: Python's, in float64
+            continue
+        if node.target not in _PYTHON_FLOAT_ARITHMETIC or not any(a in derived for a in inputs):
+            continue
+        dtypes = {_dtype(a) for a in inputs if a not in derived}
+        if len(dtypes) != 1:
+            continue
+        (dtype,) = dtypes
+        if dtype is None or not dtype.is_floating_point or dtype.itemsize >= 8:
+            continue
+        for beta in [a for a in inputs if a in derived]:
+            with graph.inserting_before(node):
+                rounded = graph.call_function(
+                    torch.ops.aten._to_copy.default, (beta,), {"dtype": dtype}
+                )
+            node.replace_input_with(beta, rounded)
+
+
+def _dtype(node: torch.fx.Node) -> torch.dtype | None:
+    value = node.meta.get("val")
+    return value.dtype if isinstance(value, torch.Tensor) else None
 
 
 def pyro_loss_and_grads(loss_and_grads, model, guide, args: tuple, kwargs: dict):
@@ -433,8 +489,9 @@ def _run(graph: _Graph, tensors: list[torch.Tensor]) -> tuple[float, dict[str, t
 
 def _betas(annealers: list[KLAnnealingMessenger]) -> list[torch.Tensor]:
     """Each handler's beta as a float64 0-d tensor: Pyro multiplies beta into a site's scale
-    in Python floats (float64) and the product meets the float32 log density only then, so
-    the graph must make the product in float64 too to round as Pyro does."""
+    in Python floats (float64), and the graph makes that product in float64 too; where it
+    meets a float32 tensor, :func:`_round_beta_as_a_python_float` rounds it as torch rounds a
+    Python float."""
     return [torch.tensor(handler.beta, dtype=torch.float64) for handler in annealers]
 
 
@@ -459,8 +516,12 @@ def _with_tensors(args: tuple, kwargs: dict, tensors) -> tuple[tuple, dict]:
 
 def _as_float64(value):
     """``torch_item`` in a graph: Pyro adds the floats it returns in Python (float64), so the
-    graph adds float64 tensors, and its reported loss is Pyro's to the last bit."""
-    return value.detach().to(torch.float64) if isinstance(value, torch.Tensor) else value
+    graph adds float64 tensors, and its reported loss is Pyro's to the last bit. The cast is
+    recorded even for a value that is float64 when the graph is made: one that meets beta may
+    be float32 once :func:`_round_beta_as_a_python_float` has rewritten the graph."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    return value.detach().to(torch.float64, copy=True)
 
 
 @contextmanager
