@@ -265,7 +265,7 @@ def test_beta_meets_a_0d_float32_term_as_a_python_float_would(elbo):
         if n.target == torch.ops.aten._to_copy.default and n.kwargs.get("dtype") == torch.float32
     ]
     assert casts, "beta is not rounded to the term's dtype in the graph"
-    for beta in (0.1, 1 / 3, 0.7, 1.0):
+    for beta in (0.1, 1 / 3, 0.0, 0.7, 1.0, 3.0):
         annealer.beta = beta
         with annealer:
             got, expected = step_both_ways(replay, elbo, net.model, net.guide, x)
