@@ -54,11 +54,11 @@ is checked, for any program:
 
 The reported loss is Pyro's too: the graph adds the per-site values in float64, as Pyro adds
 them in Python floats. Beta is a Python float in Pyro and a float64 0-d tensor in the graph;
-where it meets a tensor, torch rounds a Python float to the tensor's dtype, while a 0-d
+where it meets a float32 tensor, torch rounds a Python float to float32, while a 0-d
 float64 tensor times a 0-d float32 term (the closed-form KL of a site with ``to_event`` and
 no plate, such as a BNN weight) would be computed in float64. The graph is therefore
-rewritten so that beta, and each number computed from beta alone, is cast to the other
-operand's dtype where it meets a tensor in elementwise arithmetic
+rewritten so that beta, and each number computed from beta alone, is cast to float32 where
+it meets a float32 tensor in elementwise arithmetic
 (:func:`_round_beta_as_a_python_float`); with that the BNN under ``TraceMeanField_ELBO`` and a
 tempered beta, and free bits, replay bit for bit (tests/test_replay.py). A use of beta that
 the rewrite does not cover leaves the loss apart in its last bits, and the first comparison
@@ -413,11 +413,11 @@ def _round_beta_as_a_python_float(graph: torch.fx.Graph, betas: list[torch.fx.No
     a plate's scale), meets the program's tensors as the Python float it is in Pyro.
 
     In Pyro beta is a Python float: arithmetic on it is float64, and where it meets a tensor
-    torch rounds it to the tensor's dtype first, so a 0-d float32 term (a weight's closed-form
+    of float32 torch rounds it to float32 first, so a 0-d float32 term (a weight's closed-form
     KL) times it stays float32. In the graph beta is a float64 0-d tensor, and a 0-d float32
     tensor times it would be computed, and kept, in float64. So where a beta-derived value is
-    one operand of elementwise arithmetic and a tensor of a narrower float dtype the other,
-    the beta-derived one is cast to that dtype first. Any other use of beta is left as it is;
+    one operand of elementwise arithmetic and a float32 tensor the other, the beta-derived
+    one is cast to float32 first. Any other use of beta is left as it is;
     the checks against Pyro's own step decide whether the graph is kept.
     """
     derived = set(betas)
@@ -434,7 +434,9 @@ def _round_beta_as_a_python_float(graph: torch.fx.Graph, betas: list[torch.fx.No
         if len(dtypes) != 1:
             continue
         (dtype,) = dtypes
-        if dtype is None or not dtype.is_floating_point or dtype.itemsize >= 8:
+        # float32 only: a float16 or bfloat16 tensor computes with a Python float in float32,
+        # which casting beta to its dtype would not reproduce (the checks decide there)
+        if dtype != torch.float32:
             continue
         for beta in [a for a in inputs if a in derived]:
             with graph.inserting_before(node):
