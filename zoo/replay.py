@@ -398,8 +398,8 @@ class Replay:
         return module
 
 
-# elementwise arithmetic, in which torch rounds a Python float operand to the other
-# operand's dtype before it computes (tensor * 0.1 multiplies by float32(0.1))
+# elementwise arithmetic, in which torch rounds a Python float operand to float32 before it
+# computes with a float32 tensor (tensor * 0.1 multiplies by float32(0.1))
 _PYTHON_FLOAT_ARITHMETIC = {
     torch.ops.aten.mul.Tensor,
     torch.ops.aten.add.Tensor,
@@ -430,18 +430,14 @@ def _round_beta_as_a_python_float(graph: torch.fx.Graph, betas: list[torch.fx.No
             continue
         if node.target not in _PYTHON_FLOAT_ARITHMETIC or not any(a in derived for a in inputs):
             continue
-        dtypes = {_dtype(a) for a in inputs if a not in derived}
-        if len(dtypes) != 1:
-            continue
-        (dtype,) = dtypes
         # float32 only: a float16 or bfloat16 tensor computes with a Python float in float32,
         # which casting beta to its dtype would not reproduce (the checks decide there)
-        if dtype != torch.float32:
+        if any(_dtype(a) != torch.float32 for a in inputs if a not in derived):
             continue
         for beta in [a for a in inputs if a in derived]:
             with graph.inserting_before(node):
                 rounded = graph.call_function(
-                    torch.ops.aten._to_copy.default, (beta,), {"dtype": dtype}
+                    torch.ops.aten._to_copy.default, (beta,), {"dtype": torch.float32}
                 )
             node.replace_input_with(beta, rounded)
 
